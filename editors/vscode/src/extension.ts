@@ -1,0 +1,192 @@
+/**
+ * VS Code entry point: starts `infill-ls serve` over stdio with
+ * vscode-languageclient 11 (whose built-in InlineCompletionItemFeature turns
+ * the server's textDocument/inlineCompletion into ghost text), keeps a status
+ * bar item, and registers the restart / toggle / stats commands.
+ */
+import * as fs from "fs";
+import * as vscode from "vscode";
+import {
+  DidChangeConfigurationNotification,
+  LanguageClient,
+  LanguageClientOptions,
+  ServerOptions,
+  State,
+  TransportKind,
+} from "vscode-languageclient/node";
+import { changedKeys, reactionTo, serverOptions } from "./config";
+import { findServer, ServerNotFound } from "./serverPath";
+import { CompletionStats, ServerState, statusText } from "./stats";
+
+const SECTION = "infill";
+
+let client: LanguageClient | undefined;
+let statusItem: vscode.StatusBarItem;
+let output: vscode.LogOutputChannel;
+let state: ServerState = "stopped";
+let lastError = "";
+let stopping = false;
+const stats = new CompletionStats();
+
+function settings(): vscode.WorkspaceConfiguration {
+  return vscode.workspace.getConfiguration(SECTION);
+}
+
+function enabled(): boolean {
+  return settings().get<boolean>("enable", true);
+}
+
+function updateStatus(next?: ServerState, error?: string): void {
+  if (next) state = next;
+  if (error !== undefined) lastError = error;
+  statusItem.text = statusText(state, enabled(), stats.lastLatencyMs);
+  const lines = [`infill-ls: ${state}${enabled() ? "" : " (suggestions off)"}`];
+  if (state === "error" && lastError) lines.push(lastError);
+  lines.push(stats.summary(), "Click to toggle suggestions.");
+  statusItem.tooltip = lines.join("\n");
+  statusItem.backgroundColor =
+    state === "error" ? new vscode.ThemeColor("statusBarItem.errorBackground") : undefined;
+}
+
+function serverCommand(): ServerOptions {
+  const cfg = settings();
+  const found = findServer({
+    serverPath: cfg.get<string>("serverPath", ""),
+    serverArgs: cfg.get<string[]>("serverArgs", []),
+    workspaceFolders: (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath),
+    env: process.env,
+    platform: process.platform,
+    exists: (file) => fs.existsSync(file),
+  });
+  output.info(`starting ${found.command} ${found.args.join(" ")}`);
+  return { command: found.command, args: found.args, transport: TransportKind.stdio };
+}
+
+function clientOptions(): LanguageClientOptions {
+  return {
+    documentSelector: [{ scheme: "file" }, { scheme: "untitled" }],
+    outputChannel: output,
+    initializationOptions: () => serverOptions(settings()),
+    middleware: {
+      async provideInlineCompletionItems(document, position, context, token, next) {
+        if (!enabled()) return null;
+        const started = Date.now();
+        try {
+          const result = await next(document, position, context, token);
+          const items = Array.isArray(result) ? result : result?.items ?? [];
+          if (!token.isCancellationRequested) stats.record(Date.now() - started, items.length);
+          updateStatus(state === "error" ? "ready" : undefined);
+          return result;
+        } catch (err) {
+          stats.recordError();
+          updateStatus("error", `last request failed: ${String(err)}`);
+          return null;
+        }
+      },
+    },
+  };
+}
+
+async function startClient(): Promise<void> {
+  let server: ServerOptions;
+  try {
+    server = serverCommand();
+  } catch (err) {
+    const message = err instanceof ServerNotFound ? err.message : String(err);
+    updateStatus("error", message);
+    void vscode.window.showErrorMessage(`infill-ls: ${message}`);
+    return;
+  }
+  client = new LanguageClient("infill", "infill-ls", server, clientOptions());
+  client.onDidChangeState((event) => {
+    if (event.newState === State.Starting) updateStatus("starting");
+    else if (event.newState === State.Running) updateStatus("ready");
+    else if (event.newState === State.Stopped && !stopping) updateStatus("error", "the server stopped");
+  });
+  updateStatus("starting");
+  try {
+    await client.start();
+  } catch (err) {
+    updateStatus("error", `could not start: ${String(err)}`);
+  }
+}
+
+async function stopClient(): Promise<void> {
+  if (!client) return;
+  stopping = true;
+  try {
+    await client.stop(5000);
+  } catch (err) {
+    output.warn(`stopping the server: ${String(err)}`);
+  } finally {
+    stopping = false;
+    client = undefined;
+    updateStatus("stopped");
+  }
+}
+
+async function restart(): Promise<void> {
+  await stopClient();
+  await startClient();
+}
+
+async function toggle(): Promise<void> {
+  await settings().update("enable", !enabled(), vscode.ConfigurationTarget.Global);
+}
+
+async function showStats(): Promise<void> {
+  const lines = [`Client: ${stats.summary()}`];
+  const commands = client?.initializeResult?.capabilities.executeCommandProvider?.commands ?? [];
+  if (client && state === "ready" && commands.includes("infill.stats")) {
+    try {
+      const serverStats = await client.sendRequest("workspace/executeCommand", { command: "infill.stats" });
+      lines.push(`Server: ${JSON.stringify(serverStats)}`);
+    } catch (err) {
+      lines.push(`Server stats unavailable: ${String(err)}`);
+    }
+  }
+  output.info(lines.join("\n"));
+  void vscode.window.showInformationMessage(lines.join(" | "));
+}
+
+async function onConfigurationChanged(event: vscode.ConfigurationChangeEvent): Promise<void> {
+  const keys = changedKeys((section) => event.affectsConfiguration(section));
+  switch (reactionTo(keys)) {
+    case "restart":
+      await restart();
+      return;
+    case "resend":
+      if (client && state === "ready") {
+        await client.sendNotification(DidChangeConfigurationNotification.type, {
+          settings: { [SECTION]: serverOptions(settings()) },
+        });
+      }
+      updateStatus();
+      return;
+    case "toggle":
+      updateStatus();
+      return;
+    case "none":
+      return;
+  }
+}
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  output = vscode.window.createOutputChannel("infill-ls", { log: true });
+  statusItem = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
+  statusItem.command = "infill.toggle";
+  statusItem.show();
+  context.subscriptions.push(
+    output,
+    statusItem,
+    vscode.commands.registerCommand("infill.restart", restart),
+    vscode.commands.registerCommand("infill.toggle", toggle),
+    vscode.commands.registerCommand("infill.showStats", showStats),
+    vscode.workspace.onDidChangeConfiguration(onConfigurationChanged),
+  );
+  await startClient();
+}
+
+export async function deactivate(): Promise<void> {
+  await stopClient();
+}
