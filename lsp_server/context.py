@@ -1,0 +1,55 @@
+"""Cursor context: the text before and after the cursor, and the current line split at the cursor."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+@dataclass(frozen=True)
+class CursorContext:
+    prefix: str  # all text before the cursor
+    suffix: str  # all text after the cursor
+    language_id: str | None = None
+    path: str | None = None
+
+    @property
+    def line_prefix(self) -> str:
+        """The current line up to the cursor."""
+        cut = max(self.prefix.rfind("\n"), self.prefix.rfind("\r"))
+        return self.prefix[cut + 1 :]
+
+    @property
+    def line_suffix(self) -> str:
+        """The current line after the cursor, without its line break."""
+        m = LINE_END.search(self.suffix)
+        return self.suffix if m is None else self.suffix[: m.start()]
+
+    @property
+    def mid_line(self) -> bool:
+        """Code follows the cursor on its line: the suggestion stays on this line."""
+        return self.line_suffix.strip() != ""
+
+    @property
+    def eol(self) -> str:
+        m = LINE_END.search(self.prefix) or LINE_END.search(self.suffix)
+        return m.group(0) if m else "\n"
+
+
+def context_at(text: str, offset: int, language_id: str | None = None, path: str | None = None,
+               replace: tuple[int, int, str] | None = None) -> CursorContext:
+    """Context for a cursor at `offset`; `replace` = (start, end, text) applies the item selected in
+    the completion popup (`selectedCompletionInfo`) as if it were already inserted."""
+    if replace is not None:
+        start, end, inserted = replace
+        return CursorContext(text[:start] + inserted, text[max(end, offset):], language_id, path)
+    return CursorContext(text[:offset], text[offset:], language_id, path)
+
+
+def parse_cursor_marked(snippet: str, marker: str = "█") -> CursorContext:
+    """Test helper: a snippet with one cursor marker -> its context."""
+    assert snippet.count(marker) == 1, "snippet needs exactly one cursor marker"
+    i = snippet.index(marker)
+    return CursorContext(snippet[:i], snippet[i + len(marker):])
