@@ -164,7 +164,7 @@ def randomize(model, seed: int) -> None:
                 p.copy_(0.05 * torch.randn(p.shape, generator=gen))
             else:
                 fan_in = p.shape[1]
-                std = 1.0 if "wte" in name or "wpe" in name or "embed" in name else 1.5 / math.sqrt(fan_in)
+                std = 0.4 if "wte" in name or "wpe" in name or "embed" in name else 2.0 / math.sqrt(fan_in)
                 p.copy_(std * torch.randn(p.shape, generator=gen))
 
 

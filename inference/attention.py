@@ -1,0 +1,60 @@
+"""Attention over a KV cache: one function, two backends.
+
+flash-attn's `flash_attn_with_kvcache` is used on CUDA in fp16/bf16 when the package imports;
+`torch.nn.functional.scaled_dot_product_attention` (SDPA) everywhere else. The backend also fixes the
+cache layout, so buffers come from `kv_buffer_shape`:
+    flash: (1, S_cap, Hk, D)   (BSHD, what flash-attn reads and writes in place)
+    sdpa:  (Hk, S_cap, D)      (heads first, so a prefix view needs no copy)
+Batch size is always 1: the engine serves one request at a time.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+try:  # decided once, at import
+    from flash_attn import flash_attn_with_kvcache as _flash_with_kvcache
+except Exception:  # ImportError, or a build that does not match the CUDA/torch here
+    _flash_with_kvcache = None
+
+
+def flash_available(device: torch.device | str, dtype: torch.dtype) -> bool:
+    return (_flash_with_kvcache is not None and torch.device(device).type == "cuda"
+            and dtype in (torch.float16, torch.bfloat16))
+
+
+def kv_buffer_shape(flash: bool, kv_heads: int, capacity: int, head_dim: int) -> tuple[int, ...]:
+    return (1, capacity, kv_heads, head_dim) if flash else (kv_heads, capacity, head_dim)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+           start: int, scale: float, flash: bool) -> torch.Tensor:
+    """Write the new keys/values at positions [start, start+T) and attend causally.
+
+    q: (T, H, D); k, v: (T, Hk, D) with H % Hk == 0 (query head h reads kv head h // (H/Hk)).
+    Returns (T, H*D). Cache positions < start must already hold earlier tokens.
+    """
+    t, h, d = q.shape
+    hk = k.shape[1]
+    if flash:
+        cache_len = torch.tensor([start], dtype=torch.int32, device=q.device)  # flash wants int32 seqlens
+        out = _flash_with_kvcache(q[None], k_cache, v_cache, k=k[None], v=v[None], cache_seqlens=cache_len,
+                                  softmax_scale=scale, causal=True)
+        return out.reshape(t, h * d)
+    end = start + t
+    k_cache[:, start:end] = k.transpose(0, 1)
+    v_cache[:, start:end] = v.transpose(0, 1)
+    keys, values = k_cache[:, :end], v_cache[:, :end]  # (Hk, S, D) views
+    g = h // hk
+    # Fold the query heads that share a kv head into rows: (Hk, g*T, D); row order (g, T).
+    qf = q.view(t, hk, g, d).permute(1, 2, 0, 3).reshape(hk, g * t, d)
+    if t == 1:
+        mask = None  # one new token sees every cached position
+    else:
+        pos = torch.arange(start, end, device=q.device)
+        mask = torch.arange(end, device=q.device)[None, :] <= pos[:, None]  # (T, S)
+        if g > 1:
+            mask = mask.repeat(g, 1)
+    out = F.scaled_dot_product_attention(qf, keys, values, attn_mask=mask, scale=scale)  # (Hk, g*T, D)
+    return out.view(hk, g, t, d).permute(2, 0, 1, 3).reshape(t, h * d)

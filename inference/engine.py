@@ -1,0 +1,137 @@
+"""Generation over token ids: prefill (reusing a session's cached prefix), then a decode loop with
+sampling, stop ids/strings, token/time limits, cancellation and streaming.
+
+The engine knows nothing about prompts or editors: token ids in, token ids out (plus their text, for
+stop strings). One generate at a time; `cancel` may be set from another thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .kv_cache import SessionCaches, SessionKV
+from .loader import LanguageModel
+from .sampling import pick_token
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int | None = None
+    stop_token_ids: tuple[int, ...] = ()
+    stop_strings: tuple[str, ...] = ()
+    time_limit_s: float | None = None
+
+
+@dataclass
+class GenerationResult:
+    token_ids: list[int]  # generated, stop token excluded
+    text: str             # their text, cut before a stop string
+    stop_reason: str      # "eos" | "stop_string" | "max_tokens" | "time" | "cancelled"
+    prompt_tokens: int
+    reused_tokens: int
+    prefill_tokens: int
+    prefill_ms: float
+    decode_ms: float
+    timings: dict = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(self, lm: LanguageModel, kv_budget_bytes: int = 256 * 2**20):
+        self.lm = lm
+        self.caches = SessionCaches(lm.kv_spec(), kv_budget_bytes)
+
+    # -- sessions
+    def close_session(self, session: str) -> None:
+        self.caches.close(session)
+
+    def cache_bytes(self) -> int:
+        return self.caches.nbytes()
+
+    def session_tokens(self, session: str) -> list[int]:
+        kv = self.caches.sessions.get(session)
+        return list(kv.tokens) if kv else []
+
+    # -- generation
+    def _forward(self, kv: SessionKV, ids: list[int]) -> torch.Tensor:
+        """Run `ids` at kv.start; returns fp32 logits of the last position (V,)."""
+        model = self.lm.model
+        hidden = model.forward(torch.tensor(ids, dtype=torch.long, device=self.lm.device), kv)
+        kv.advance(ids)
+        return model.logits(hidden[-1:])[0]
+
+    @torch.inference_mode()
+    def generate(self, prompt_ids: list[int], params: GenerationParams, session: str | None = None,
+                 cancel: threading.Event | None = None,
+                 on_token: Callable[[int], None] | None = None) -> GenerationResult:
+        prompt = [int(t) for t in prompt_ids]
+        if not prompt:
+            raise ValueError("empty prompt: at least one token is needed")
+        if len(prompt) >= self.lm.max_context:
+            raise ValueError(f"prompt of {len(prompt)} tokens does not fit the model's context of "
+                             f"{self.lm.max_context}")
+        t0 = time.perf_counter()
+        deadline = None if params.time_limit_s is None else t0 + params.time_limit_s
+        kv = self.caches.get(session)
+        reused = min(kv.match(prompt), len(prompt) - 1)  # the last prompt token is always run for its logits
+        kv.truncate(reused)
+        budget = min(params.max_new_tokens, self.lm.max_context - len(prompt))
+        kv.reserve(len(prompt) + max(budget - 1, 0))
+        self.caches.evict(keep=session)
+
+        stops = set(self.lm.eos_token_ids) | set(params.stop_token_ids)
+        generator = None
+        if params.temperature > 0:
+            generator = torch.Generator(device=self.lm.device)
+            generator.manual_seed(params.seed if params.seed is not None else int(time.time_ns() % 2**63))
+        out: list[int] = []
+        text = ""
+        reason = "max_tokens"
+        if cancel is not None and cancel.is_set():
+            reason = "cancelled"
+            logits = None
+        else:
+            logits = self._forward(kv, prompt[reused:])
+        t1 = time.perf_counter()
+        while logits is not None:
+            token = pick_token(logits, params.temperature, params.top_p, generator)
+            if token in stops:
+                reason = "eos"
+                break
+            out.append(token)
+            if on_token is not None:
+                on_token(token)
+            if params.stop_strings:
+                text = self.lm.decode(out)
+                cut = _first_stop(text, params.stop_strings)
+                if cut is not None:
+                    text, reason = text[:cut], "stop_string"
+                    break
+            if len(out) >= budget:
+                reason = "max_tokens"
+                break
+            if cancel is not None and cancel.is_set():
+                reason = "cancelled"
+                break
+            if deadline is not None and time.perf_counter() >= deadline:
+                reason = "time"
+                break
+            logits = self._forward(kv, [token])
+        t2 = time.perf_counter()
+        if reason != "stop_string":
+            text = self.lm.decode(out)
+        self.caches.evict(keep=session)
+        return GenerationResult(out, text, reason, len(prompt), reused, len(prompt) - reused,
+                                (t1 - t0) * 1000, (t2 - t1) * 1000)
+
+
+def _first_stop(text: str, stop_strings) -> int | None:
+    cuts = [i for i in (text.find(s) for s in stop_strings if s) if i >= 0]
+    return min(cuts) if cuts else None

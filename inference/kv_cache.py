@@ -1,0 +1,131 @@
+"""Per-session KV caches built for editing.
+
+Each session (one per document) owns preallocated key/value buffers for every layer and remembers the
+token ids they hold. A new prompt reuses the longest common token prefix (`match`), the rest is dropped
+(`truncate`) and only the new tokens are prefilled. Sessions live under a byte budget; the least
+recently used ones are evicted first. Buffers grow in steps of `GROW` positions up to the model's limit.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+from .attention import attend, kv_buffer_shape
+
+GROW = 256  # positions added per growth step
+
+
+@dataclass(frozen=True)
+class KVSpec:
+    """What a model needs cached: n_layers x (kv_heads, head_dim) in dtype, up to max_positions."""
+    n_layers: int
+    kv_heads: int
+    head_dim: int
+    max_positions: int
+    dtype: torch.dtype
+    device: torch.device
+    flash: bool
+
+    def bytes_per_position(self) -> int:
+        return 2 * self.n_layers * self.kv_heads * self.head_dim * torch.finfo(self.dtype).bits // 8
+
+
+class SessionKV:
+    """One session's buffers. `start` is where the model's next forward writes; the model calls
+    `attend(layer, q, k, v)` for each layer, then the caller `advance`s by the number of tokens."""
+
+    def __init__(self, spec: KVSpec):
+        self.spec = spec
+        self.tokens: list[int] = []
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.capacity = 0
+        self.start = 0
+
+    def nbytes(self) -> int:
+        return self.capacity * self.spec.bytes_per_position()
+
+    def reserve(self, positions: int) -> None:
+        """Make room for `positions` tokens (keeping what is held)."""
+        spec = self.spec
+        if positions > spec.max_positions:
+            raise ValueError(f"{positions} tokens exceed the model's context of {spec.max_positions}")
+        if positions <= self.capacity:
+            return
+        cap = min(spec.max_positions, -(-positions // GROW) * GROW)
+        shape = kv_buffer_shape(spec.flash, spec.kv_heads, cap, spec.head_dim)
+        held = len(self.tokens)
+        seq_dim = 1  # positions are dim 1 in both layouts
+        for layer in range(spec.n_layers):
+            for bufs in (self.keys, self.values):
+                new = torch.empty(shape, dtype=spec.dtype, device=spec.device)
+                if layer < len(bufs):
+                    if held:
+                        new.narrow(seq_dim, 0, held).copy_(bufs[layer].narrow(seq_dim, 0, held))
+                    bufs[layer] = new
+                else:
+                    bufs.append(new)
+        self.capacity = cap
+
+    def match(self, prompt: list[int]) -> int:
+        """Length of the common prefix of what is held and `prompt`."""
+        n = 0
+        for a, b in zip(self.tokens, prompt):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    def truncate(self, length: int) -> None:
+        del self.tokens[length:]
+        self.start = len(self.tokens)
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+        return attend(q, k, v, self.keys[layer], self.values[layer], self.start, scale, self.spec.flash)
+
+    def advance(self, token_ids: list[int]) -> None:
+        """Record the tokens the last forward wrote."""
+        self.tokens.extend(token_ids)
+        self.start = len(self.tokens)
+
+
+class SessionCaches:
+    """Sessions by key, least recently used first, under `budget_bytes` (sum of allocated buffers)."""
+
+    def __init__(self, spec: KVSpec, budget_bytes: int):
+        self.spec = spec
+        self.budget_bytes = budget_bytes
+        self.sessions: OrderedDict[str, SessionKV] = OrderedDict()
+
+    def get(self, key: str | None) -> SessionKV:
+        """The session's cache (made most recent), or a fresh unstored one for key None."""
+        if key is None:
+            return SessionKV(self.spec)
+        kv = self.sessions.pop(key, None) or SessionKV(self.spec)
+        self.sessions[key] = kv
+        return kv
+
+    def close(self, key: str) -> None:
+        self.sessions.pop(key, None)
+
+    def nbytes(self) -> int:
+        return sum(kv.nbytes() for kv in self.sessions.values())
+
+    def evict(self, keep: str | None = None) -> list[str]:
+        """Drop least recently used sessions (never `keep` unless it alone is over budget) until the
+        total fits the budget. Returns the evicted keys."""
+        evicted = []
+        for key in list(self.sessions):
+            if self.nbytes() <= self.budget_bytes:
+                break
+            if key == keep:
+                continue
+            del self.sessions[key]
+            evicted.append(key)
+        if keep in self.sessions and self.nbytes() > self.budget_bytes:
+            del self.sessions[keep]
+            evicted.append(keep)
+        return evicted

@@ -1,0 +1,189 @@
+"""`load_model`: a checkpoint folder or hub id -> a LanguageModel (tokenizer, FIM format, weights).
+
+The family is detected from config.json's model_type and the tokenizer's special tokens
+(gpt_bigcode with hyphenated FIM tokens -> santacoder; codegen with <mask_1>/<eom> -> codegen2);
+`family=` overrides it. Only safetensors or torch.load(weights_only=True) are read; no remote code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from .errors import ModelError
+from .attention import flash_available
+from .fim import FimFormat, fim_format
+from .kv_cache import KVSpec, SessionKV
+from .models import MODEL_CLASSES
+from .tokenizer_files import load_tokenizer
+from .weights import WeightMap, read_checkpoint
+
+__all__ = ["DEFAULT_MODEL_DIR", "FAMILIES", "LanguageModel", "ModelError", "load_model"]
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+FAMILIES = ("codegen", "codegen2", "gpt_bigcode", "santacoder", "xglm")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class LanguageModel:
+    """A loaded model: tokenizer, family facts and the forward pass (token ids only)."""
+
+    def __init__(self, family: str, config: dict, tokenizer, model, device: torch.device, dtype: torch.dtype,
+                 path: Path):
+        self.family = family
+        self.config = config
+        self.tokenizer = tokenizer
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+        self.path = path
+        self.max_context: int = model.max_positions
+        self.fim: FimFormat | None = fim_format(family, tokenizer)
+        self.eos_token_ids: tuple[int, ...] = self._eos_ids()
+        # XGLM's reference tokenizer puts </s> before every sequence; the others add nothing.
+        self.bos_ids: list[int] = [tokenizer.token_to_id("</s>")] if family == "xglm" else []
+
+    def kv_spec(self) -> KVSpec:
+        m = self.model
+        return KVSpec(m.n_layers, m.kv_heads, m.head_dim, self.max_context, self.dtype, self.device,
+                      flash_available(self.device, self.dtype))
+
+    @torch.inference_mode()
+    def full_logits(self, ids: list[int]) -> torch.Tensor:
+        """fp32 logits (T, V) for every position of `ids`, with no cache reuse (for tests, scoring)."""
+        kv = SessionKV(self.kv_spec())
+        kv.reserve(len(ids))
+        hidden = self.model.forward(torch.tensor(ids, device=self.device), kv)
+        return self.model.logits(hidden)
+
+    def _eos_ids(self) -> tuple[int, ...]:
+        tok = self.tokenizer
+        names = {"xglm": ("</s>",), "codegen2": ("<|endoftext|>", "<eom>")}.get(self.family, ("<|endoftext|>",))
+        ids = [tok.token_to_id(n) for n in names if tok.token_to_id(n) is not None]
+        if not ids:  # fall back to the config (CodeGen2's config eos is a plain token, hence last)
+            eos = self.config.get("eos_token_id")
+            ids = [e for e in (eos if isinstance(eos, list) else [eos]) if isinstance(e, int)]
+        return tuple(dict.fromkeys(ids))
+
+    def encode(self, text: str) -> list[int]:
+        """Plain text -> ids. Special-token strings in the text are encoded as text, not as specials."""
+        self.tokenizer.encode_special_tokens = True
+        return self.bos_ids + self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def encode_plain(self, text: str) -> list[int]:
+        """Like encode, without the family's leading BOS (for pieces of a prompt)."""
+        self.tokenizer.encode_special_tokens = True
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    def __repr__(self) -> str:
+        return f"LanguageModel({self.family}, {self.path}, {self.device}, {self.dtype})"
+
+
+def resolve_source(source) -> Path:
+    """A folder for `source` (None = the default model); hub ids go through huggingface_hub."""
+    if source is None:
+        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+            raise ModelError(f"no default model installed at {DEFAULT_MODEL_DIR}; pass a model folder or hub id "
+                             "(e.g. --model bigcode/tiny_starcoder_py)")
+        return DEFAULT_MODEL_DIR
+    path = Path(os.path.expanduser(os.fspath(source)))
+    if path.is_dir():
+        return path
+    text = os.fspath(source)
+    if path.exists():
+        raise ModelError(f"{text}: not a folder (point at the checkpoint folder holding config.json)")
+    if HUB_ID.match(text) and not text.startswith("."):
+        return _from_hub(text)
+    raise ModelError(f"{text}: no such folder")
+
+
+def _from_hub(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ModelError(f"{repo_id}: not a local folder, and huggingface_hub is not installed to fetch it; "
+                         f"`pip install huggingface_hub` or download the repo's files into a folder "
+                         "and pass that folder") from None
+    patterns = ["config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
+                "pytorch_model.bin.index.json", "tokenizer.json", "vocab.json", "merges.txt",
+                "added_tokens.json", "special_tokens_map.json", "tokenizer_config.json"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except Exception:
+        pass
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as e:
+        raise ModelError(f"{repo_id}: not a local folder and not in the Hugging Face cache, and downloading "
+                         f"failed ({type(e).__name__}); when online run `huggingface-cli download {repo_id}` "
+                         "or pass a folder holding its files") from None
+    return folder
+
+
+def read_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ModelError(f"{path}: no config.json in the model folder")
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ModelError(f"{path}: expected a JSON object")
+    return cfg
+
+
+def detect_family(cfg: dict, tokenizer, folder: Path) -> str:
+    model_type = cfg.get("model_type")
+    if model_type == "gpt_bigcode":
+        return "santacoder" if tokenizer.token_to_id("<fim-prefix>") is not None else "gpt_bigcode"
+    if model_type == "codegen":
+        codegen2 = tokenizer.token_to_id("<mask_1>") is not None or tokenizer.token_to_id("<eom>") is not None
+        return "codegen2" if codegen2 else "codegen"
+    if model_type == "xglm":
+        return "xglm"
+    raise ModelError(f"{folder / 'config.json'}: unsupported model_type {model_type!r} "
+                     "(supported: codegen, gpt_bigcode, xglm)")
+
+
+def pick_device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelError(f"unknown device {device!r} (use cpu or cuda)") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ModelError(f"unsupported device {device!r} (use cpu or cuda)")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} asked for, but CUDA is not available here (use --device cpu)")
+    if dtype in (None, "auto"):
+        if dev.type == "cpu":
+            return dev, torch.float32
+        return dev, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dev, dtype
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r} (use auto, float32, bfloat16 or float16)")
+    return dev, DTYPES[dtype]
+
+
+def load_model(source=None, device="cpu", dtype="auto", family: str | None = None) -> LanguageModel:
+    dev, dt = pick_device_dtype(device, dtype)
+    folder = resolve_source(source)
+    cfg = read_config(folder)
+    tokenizer = load_tokenizer(folder)
+    fam = family or cfg.get("infill_ls_family") or detect_family(cfg, tokenizer, folder)
+    if fam not in FAMILIES:
+        raise ModelError(f"unknown model family {fam!r} (use one of {', '.join(FAMILIES)})")
+    tensors, origin = read_checkpoint(folder)
+    weights = WeightMap(tensors, origin, dt, dev)
+    model = MODEL_CLASSES[fam](cfg, weights)
+    weights.finish()
+    return LanguageModel(fam, cfg, tokenizer, model, dev, dt, folder)

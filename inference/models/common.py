@@ -1,0 +1,88 @@
+"""Pieces the family files share: config reading, activations, the fused-qkv attention call."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ModelError
+
+
+def cfg_get(cfg: dict, *keys: str, default=...):
+    """First present key of `keys` in a config.json dict; ModelError naming the key when required."""
+    for key in keys:
+        if cfg.get(key) is not None:
+            return cfg[key]
+    if default is ...:
+        raise ModelError(f"config.json: missing {keys[0]!r}")
+    return default
+
+
+def _gelu_tanh(x):
+    return F.gelu(x, approximate="tanh")
+
+
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_new": _gelu_tanh,
+    "gelu_pytorch_tanh": _gelu_tanh,
+    "gelu_fast": _gelu_tanh,
+    "relu": F.relu,
+}
+
+
+def activation(name: str):
+    if name not in ACTIVATIONS:
+        raise ModelError(f"config.json: unsupported activation_function {name!r} "
+                         f"(supported: {', '.join(ACTIVATIONS)})")
+    return ACTIVATIONS[name]
+
+
+@dataclass
+class Layer:
+    """One decoder layer's tensors, HF [out, in] layout; qkv fused as [Q (H*D); K (Hk*D); V (Hk*D)]."""
+    ln1_w: torch.Tensor
+    ln1_b: torch.Tensor
+    qkv_w: torch.Tensor
+    qkv_b: torch.Tensor | None
+    out_w: torch.Tensor
+    out_b: torch.Tensor | None
+    fc1_w: torch.Tensor
+    fc1_b: torch.Tensor | None
+    fc2_w: torch.Tensor
+    fc2_b: torch.Tensor | None
+    ln2_w: torch.Tensor | None = None
+    ln2_b: torch.Tensor | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class DecoderBase:
+    """Shapes every family exposes (for the KV cache) and the shared attention/MLP calls."""
+
+    n_layers: int
+    n_heads: int
+    kv_heads: int
+    head_dim: int
+    max_positions: int
+    vocab_size: int
+    eps: float
+    act = staticmethod(_gelu_tanh)
+
+    @property
+    def scale(self) -> float:
+        return 1.0 / math.sqrt(self.head_dim)
+
+    def split_qkv(self, qkv: torch.Tensor):
+        t = qkv.shape[0]
+        h, hk, d = self.n_heads, self.kv_heads, self.head_dim
+        q, k, v = qkv.split((h * d, hk * d, hk * d), dim=-1)
+        return q.view(t, h, d), k.view(t, hk, d), v.view(t, hk, d)
+
+    def mlp(self, x: torch.Tensor, layer: Layer) -> torch.Tensor:
+        return F.linear(self.act(F.linear(x, layer.fc1_w, layer.fc1_b)), layer.fc2_w, layer.fc2_b)
+
+    def norm(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, (x.shape[-1],), w, b, self.eps)

@@ -1,0 +1,111 @@
+"""Reading checkpoint tensors (safetensors, or torch.load with weights_only=True), and mapping them
+onto a model with explicit names: every tensor must be used and every shape must match, and the
+error names the offending tensor and the file it came from."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from .errors import ModelError
+
+# Buffers that old checkpoints carry and that hold no weights.
+IGNORED = re.compile(r".*\.attn\.(bias|masked_bias|causal_mask)$|.*embed_positions\.weights?$")
+
+WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json",
+                "pytorch_model.bin")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:  # SafetensorError, OSError...
+        raise ModelError(f"{path}: corrupt or truncated safetensors file ({e})") from None
+
+
+def _read_bin(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelError(f"{path}: cannot read PyTorch weights ({type(e).__name__}: {e})".splitlines()[0]) from None
+    if not isinstance(sd, dict):
+        raise ModelError(f"{path}: expected a dict of tensors, found {type(sd).__name__}")
+    return sd
+
+
+def _read_one(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ModelError(f"{path}: weight file listed in the index is missing")
+    return _read_safetensors(path) if path.suffix == ".safetensors" else _read_bin(path)
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The files holding the weights, in the order Hugging Face prefers them."""
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        if not name.endswith(".index.json"):
+            return [path]
+        try:
+            weight_map = json.loads(path.read_text())["weight_map"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ModelError(f"{path}: not a valid weight index ({e})") from None
+        return [folder / f for f in dict.fromkeys(weight_map.values())]
+    raise ModelError(f"{folder}: no weights found (expected one of {', '.join(WEIGHT_FILES)})")
+
+
+def read_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors in the folder, and for each the file it came from (for error messages)."""
+    tensors: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    for path in weight_files(folder):
+        part = _read_one(path)
+        for name, t in part.items():
+            if not isinstance(t, torch.Tensor):
+                raise ModelError(f"{path}: entry {name!r} is not a tensor")
+            tensors[name] = t
+            origin[name] = path.name
+    return tensors, origin
+
+
+class WeightMap:
+    """Takes tensors by Hugging Face name, checking shapes; `finish()` rejects leftovers."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], origin: dict[str, str], dtype: torch.dtype,
+                 device: torch.device, aliases: dict[str, str] | None = None):
+        self.tensors = {k: v for k, v in tensors.items() if not IGNORED.match(k)}
+        self.origin = origin
+        self.dtype = dtype
+        self.device = device
+        self.aliases = aliases or {}
+
+    def has(self, name: str) -> bool:
+        return name in self.tensors
+
+    def raw(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """The tensor in its stored dtype (removed from the pool)."""
+        if name not in self.tensors:
+            raise ModelError(f"checkpoint is missing tensor {name!r} (expected shape {list(shape)})")
+        t = self.tensors.pop(name)
+        if tuple(t.shape) != tuple(shape):
+            raise ModelError(f"tensor {name!r} in {self.origin.get(name, '?')} has shape {list(t.shape)}, "
+                             f"expected {list(shape)}")
+        return t
+
+    def take(self, name: str, *shape: int) -> torch.Tensor:
+        """The tensor converted to the model dtype and device."""
+        t = self.raw(name, shape)
+        return t.to(device=self.device, dtype=self.dtype).contiguous()
+
+    def finish(self) -> None:
+        if self.tensors:
+            names = sorted(self.tensors)
+            more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+            raise ModelError(f"unexpected tensor {names[0]!r} in {self.origin.get(names[0], '?')}{more} "
+                             "(does the config match the weights?)")
