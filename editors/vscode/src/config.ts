@@ -12,10 +12,20 @@ export const SERVER_OPTION_KEYS = [
   "model",
   "device",
   "dtype",
-  "maxNewTokens",
+  "maxNewTokensSingleLine",
+  "maxNewTokensMultiLine",
   "temperature",
+  "topP",
+  "numCandidates",
   "debounceMs",
+  "rateLimit",
   "contextTokens",
+  "suffixFraction",
+  "kvBudgetMb",
+  "requestTimeoutMs",
+  "languages",
+  "logLevel",
+  "logFile",
 ] as const;
 
 /** Setting keys the extension itself uses and never sends. */

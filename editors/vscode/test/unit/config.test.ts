@@ -25,23 +25,23 @@ test("default settings give the server every option except an empty model", () =
   );
   const options = serverOptions(reader(defaults));
   assert.equal("model" in options, false, "empty model must be left out so the server uses its shipped one");
-  assert.equal(options.maxNewTokens, 64);
+  assert.equal(options.maxNewTokensSingleLine, 32);
   assert.equal(options.temperature, 0);
   for (const key of CLIENT_ONLY_KEYS) assert.equal(key in options, false, `${key} is client-only`);
 });
 
 test("set values are sent with their camelCase names and unset ones left out", () => {
   const options = serverOptions(
-    reader({ model: "/models/tiny", device: "cpu", maxNewTokens: 16, temperature: null, enable: false }),
+    reader({ model: "/models/tiny", device: "cpu", maxNewTokensSingleLine: 16, temperature: null, enable: false }),
   );
-  assert.deepEqual(options, { model: "/models/tiny", device: "cpu", maxNewTokens: 16 });
+  assert.deepEqual(options, { model: "/models/tiny", device: "cpu", maxNewTokensSingleLine: 16 });
 });
 
 test("changing the server path restarts, changing an option resends, enable only toggles", () => {
   const affects = (changed: string[]) => (section: string) => changed.includes(section);
   assert.equal(reactionTo(changedKeys(affects(["infill.serverPath"]))), "restart");
   assert.equal(reactionTo(changedKeys(affects(["infill.serverArgs", "infill.model"]))), "restart");
-  assert.equal(reactionTo(changedKeys(affects(["infill.maxNewTokens"]))), "resend");
+  assert.equal(reactionTo(changedKeys(affects(["infill.maxNewTokensMultiLine"]))), "resend");
   assert.equal(reactionTo(changedKeys(affects(["infill.enable"]))), "toggle");
   assert.equal(reactionTo(changedKeys(affects(["editor.fontSize"]))), "none");
 });
