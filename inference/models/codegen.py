@@ -1,0 +1,94 @@
+"""CodeGen 1 and CodeGen2 (Salesforce): parallel attention + MLP sharing one LayerNorm, GPT-J
+interleaved partial rotary, fused qkv stored as `mp_num` chunks of (Q, V, K), lm_head with bias.
+
+mp_num is the training sharding baked into the qkv rows: 4 for CodeGen1 and CodeGen2-7B/16B, 8 for
+CodeGen2-1B/3_7B, whose configs (alone) carry an explicit "head_dim" field. A config "mp_num" wins.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ModelError
+from ..weights import WeightMap
+from .common import DecoderBase, Layer, activation, cfg_get
+
+
+def detect_mp_num(cfg: dict) -> int:
+    if cfg.get("mp_num") is not None:
+        return int(cfg["mp_num"])
+    return 8 if cfg.get("head_dim") is not None else 4
+
+
+def qkv_from_mp_layout(w: torch.Tensor, n_embd: int, mp_num: int) -> torch.Tensor:
+    """[mp_num x (Q, V, K) chunks] rows -> [Q; K; V] rows with heads in global order."""
+    chunks = w.reshape(mp_num, 3, n_embd // mp_num, w.shape[-1])
+    q, v, k = (chunks[:, i].reshape(n_embd, -1) for i in range(3))
+    return torch.cat([q, k, v]).contiguous()
+
+
+def rotary_table(positions: int, rotary_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 (cos, sin), each (positions, rotary_dim/2): inv_freq_i = 10000^(-2i/rotary_dim)."""
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, rotary_dim, 2, dtype=torch.int64) / rotary_dim))
+    angles = torch.arange(positions, dtype=torch.int64).float()[:, None] * inv_freq
+    return torch.cos(angles), torch.sin(angles)
+
+
+def rotate_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary_dim: int) -> torch.Tensor:
+    """GPT-J "rotate every two" on the first rotary_dim channels, in fp32. x (T, H, D); cos/sin (T, rd/2)."""
+    rot = x[..., :rotary_dim].float()
+    x1, x2 = rot[..., 0::2], rot[..., 1::2]  # channel pairs (2i, 2i+1) share frequency i
+    c, s = cos[:, None, :], sin[:, None, :]
+    rotated = torch.stack((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).flatten(-2)
+    return torch.cat((rotated.to(x.dtype), x[..., rotary_dim:]), dim=-1)
+
+
+class CodeGen(DecoderBase):
+    def __init__(self, cfg: dict, w: WeightMap):
+        c = self.n_embd = cfg_get(cfg, "n_embd", "hidden_size")
+        self.n_layers = cfg_get(cfg, "n_layer", "num_hidden_layers")
+        self.n_heads = self.kv_heads = cfg_get(cfg, "n_head", "num_attention_heads")
+        self.head_dim = d = c // self.n_heads
+        self.max_positions = cfg_get(cfg, "n_positions", "max_position_embeddings")
+        self.vocab_size = v = cfg_get(cfg, "vocab_size")
+        self.eps = cfg_get(cfg, "layer_norm_epsilon", default=1e-5)
+        self.act = activation(cfg_get(cfg, "activation_function", default="gelu_new"))
+        self.rotary_dim = min(cfg_get(cfg, "rotary_dim", default=d), d)
+        self.mp_num = mp = detect_mp_num(cfg)
+        if self.n_heads % mp:
+            raise ModelError(f"config.json: n_head {self.n_heads} is not divisible by mp_num {mp}")
+        inner = cfg_get(cfg, "n_inner", default=4 * c)
+        self.cos, self.sin = (t.to(w.device) for t in rotary_table(self.max_positions, self.rotary_dim))
+
+        self.wte = w.take("transformer.wte.weight", v, c)
+        self.layers = []
+        for i in range(self.n_layers):
+            p = f"transformer.h.{i}."
+            self.layers.append(Layer(
+                ln1_w=w.take(p + "ln_1.weight", c), ln1_b=w.take(p + "ln_1.bias", c),
+                qkv_w=qkv_from_mp_layout(w.take(p + "attn.qkv_proj.weight", 3 * c, c), c, mp), qkv_b=None,
+                out_w=w.take(p + "attn.out_proj.weight", c, c), out_b=None,
+                fc1_w=w.take(p + "mlp.fc_in.weight", inner, c), fc1_b=w.take(p + "mlp.fc_in.bias", inner),
+                fc2_w=w.take(p + "mlp.fc_out.weight", c, inner), fc2_b=w.take(p + "mlp.fc_out.bias", c)))
+        self.lnf_w = w.take("transformer.ln_f.weight", c)
+        self.lnf_b = w.take("transformer.ln_f.bias", c)
+        self.head = w.take("lm_head.weight", v, c)
+        self.head_b = w.take("lm_head.bias", v)
+
+    def forward(self, ids: torch.Tensor, kv) -> torch.Tensor:
+        """ids (T,) at positions kv.start.. -> hidden states before ln_f (T, C)."""
+        start, t = kv.start, ids.shape[0]
+        cos, sin = self.cos[start:start + t], self.sin[start:start + t]
+        x = F.embedding(ids, self.wte)
+        for i, layer in enumerate(self.layers):
+            h = self.norm(x, layer.ln1_w, layer.ln1_b)
+            q, k, v = self.split_qkv(F.linear(h, layer.qkv_w))
+            q = rotate_interleaved(q, cos, sin, self.rotary_dim)
+            k = rotate_interleaved(k, cos, sin, self.rotary_dim)
+            attn = F.linear(kv.attend(i, q, k, v, self.scale), layer.out_w)
+            x = x + attn + self.mlp(h, layer)
+        return x
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.norm(hidden, self.lnf_w, self.lnf_b), self.head, self.head_b).float()
