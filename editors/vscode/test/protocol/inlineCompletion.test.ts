@@ -1,0 +1,195 @@
+/**
+ * The real server, spoken to over the protocol stack VS Code's client uses
+ * (vscode-jsonrpc + vscode-languageserver-protocol), with the capabilities and
+ * initializationOptions the extension sends: open a document, type, get ghost text.
+ *
+ * Needs INFILL_SERVER_CMD (JSON array: the command that runs `infill-ls serve`) and
+ * INFILL_TEST_MODEL (a checkpoint folder); tests/editors/test_vscode_protocol.py sets both.
+ */
+import * as assert from "node:assert/strict";
+import { ChildProcess, spawn } from "node:child_process";
+import { after, before, test } from "node:test";
+import {
+  CancellationTokenSource,
+  createProtocolConnection,
+  DidChangeConfigurationNotification,
+  DidChangeTextDocumentNotification,
+  DidOpenTextDocumentNotification,
+  ExitNotification,
+  InitializedNotification,
+  InitializeRequest,
+  InitializeResult,
+  InlineCompletionItem,
+  InlineCompletionList,
+  InlineCompletionRequest,
+  InlineCompletionTriggerKind,
+  LogMessageNotification,
+  ProtocolConnection,
+  ShowMessageNotification,
+  ShutdownRequest,
+  StreamMessageReader,
+  StreamMessageWriter,
+} from "vscode-languageserver-protocol/node";
+import { defaultInitializationOptions, vscodeClientCapabilities } from "./vscodeClient";
+
+const serverCmd: string[] | undefined = process.env.INFILL_SERVER_CMD && JSON.parse(process.env.INFILL_SERVER_CMD);
+const model = process.env.INFILL_TEST_MODEL;
+const skip = !serverCmd || !model ? "INFILL_SERVER_CMD and INFILL_TEST_MODEL not set (run through pytest)" : false;
+
+const URI = "file:///tmp/infill-protocol-test/add.py";
+let server: ChildProcess;
+let connection: ProtocolConnection;
+let initializeResult: InitializeResult;
+let settings: Record<string, unknown>;
+const shownMessages: { type: number; message: string }[] = [];
+const stderr: string[] = [];
+
+function items(result: InlineCompletionList | InlineCompletionItem[] | null): InlineCompletionItem[] {
+  if (!result) return [];
+  return Array.isArray(result) ? result : result.items;
+}
+
+function insertText(item: InlineCompletionItem): string {
+  return typeof item.insertText === "string" ? item.insertText : item.insertText.value;
+}
+
+function withTimeout<T>(promise: Thenable<T>, ms: number, what: string): Promise<T> {
+  return Promise.race([
+    Promise.resolve(promise),
+    new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms).unref()),
+  ]);
+}
+
+before(async () => {
+  if (skip) return;
+  server = spawn(serverCmd![0], serverCmd!.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
+  server.stderr!.on("data", (chunk) => stderr.push(String(chunk)));
+  connection = createProtocolConnection(new StreamMessageReader(server.stdout!), new StreamMessageWriter(server.stdin!));
+  connection.onNotification(ShowMessageNotification.type, (p) => {
+    shownMessages.push(p);
+  });
+  connection.onNotification(LogMessageNotification.type, () => undefined);
+  // What VS Code answers to the server's own requests.
+  connection.onRequest("workspace/configuration", (p: { items: { section?: string }[] }) =>
+    p.items.map((item) => (item.section === "infill" || item.section === undefined ? settings : null)),
+  );
+  connection.onRequest("window/workDoneProgress/create", () => null);
+  connection.onRequest("client/registerCapability", () => null);
+  connection.onRequest("client/unregisterCapability", () => null);
+  connection.listen();
+
+  settings = { ...defaultInitializationOptions(), model, device: "cpu" };
+  initializeResult = await withTimeout(
+    connection.sendRequest(InitializeRequest.type, {
+      processId: process.pid,
+      clientInfo: { name: "Visual Studio Code", version: "1.95.0" },
+      rootUri: "file:///tmp/infill-protocol-test",
+      workspaceFolders: [{ uri: "file:///tmp/infill-protocol-test", name: "infill-protocol-test" }],
+      capabilities: vscodeClientCapabilities(),
+      initializationOptions: settings,
+    }),
+    60_000,
+    "initialize",
+  );
+  await connection.sendNotification(InitializedNotification.type, {});
+});
+
+after(async () => {
+  if (skip || !connection) return;
+  try {
+    await withTimeout(connection.sendRequest(ShutdownRequest.type), 10_000, "shutdown");
+    await connection.sendNotification(ExitNotification.type);
+  } finally {
+    connection.dispose();
+    const exited = new Promise((resolve) => server.once("exit", resolve));
+    const timer = setTimeout(() => server.kill("SIGKILL"), 5_000);
+    await exited;
+    clearTimeout(timer);
+  }
+});
+
+/** Type `text` character by character at `line`:`character`, sending what VS Code sends per key. */
+async function typeAt(version: { n: number }, line: number, character: number, text: string) {
+  let pending: CancellationTokenSource | undefined;
+  let last: Promise<InlineCompletionList | InlineCompletionItem[] | null> | undefined;
+  for (const ch of text) {
+    pending?.cancel(); // VS Code cancels the previous inline request on the next key
+    version.n += 1;
+    await connection.sendNotification(DidChangeTextDocumentNotification.type, {
+      textDocument: { uri: URI, version: version.n },
+      contentChanges: [{ range: { start: { line, character }, end: { line, character } }, rangeLength: 0, text: ch }],
+    });
+    character += ch.length;
+    pending = new CancellationTokenSource();
+    last = connection.sendRequest(
+      InlineCompletionRequest.type,
+      {
+        textDocument: { uri: URI },
+        position: { line, character },
+        context: { triggerKind: InlineCompletionTriggerKind.Automatic },
+      },
+      pending.token,
+    );
+    last.catch(() => undefined); // cancelled ones may fail with RequestCancelled
+  }
+  return { result: await withTimeout(last!, 30_000, "inline completion"), character };
+}
+
+test("the server offers inline completion in the position encoding VS Code speaks", { skip }, () => {
+  const caps = initializeResult.capabilities;
+  assert.ok(caps.inlineCompletionProvider, "inlineCompletionProvider missing from the server's capabilities");
+  assert.ok(caps.positionEncoding === undefined || caps.positionEncoding === "utf-16", `got ${caps.positionEncoding}`);
+  assert.ok(caps.textDocumentSync, "no textDocumentSync");
+});
+
+test("typing in an open document gets a ghost-text suggestion at the cursor", { skip }, async () => {
+  await connection.sendNotification(DidOpenTextDocumentNotification.type, {
+    textDocument: { uri: URI, languageId: "python", version: 1, text: "import os\n\n\n\nprint(add(1, 2))\n" },
+  });
+  const version = { n: 1 };
+  const { result, character } = await typeAt(version, 2, 0, "def add(a, b):");
+  const got = items(result);
+  assert.ok(got.length >= 1, `no suggestion; server stderr:\n${stderr.join("")}`);
+  for (const item of got) {
+    assert.ok(insertText(item).length > 0, "empty insertText");
+    if (item.range) {
+      assert.equal(item.range.start.line, 2, "range must be on the cursor's line");
+      assert.equal(item.range.end.line, 2, "range must be on the cursor's line");
+      assert.ok(item.range.start.character <= character && item.range.end.character >= character);
+    }
+  }
+  assert.deepEqual(shownMessages.filter((m) => m.type === 1), [], "the server showed an error");
+});
+
+test("an explicit request (Invoked) also gets suggestions", { skip }, async () => {
+  const result = await withTimeout(
+    connection.sendRequest(InlineCompletionRequest.type, {
+      textDocument: { uri: URI },
+      position: { line: 2, character: "def add(a, b):".length },
+      context: { triggerKind: InlineCompletionTriggerKind.Invoked },
+    }),
+    30_000,
+    "invoked inline completion",
+  );
+  const got = items(result);
+  assert.ok(got.length >= 1 && got.length <= 3, `expected 1..numCandidates(3) items, got ${got.length}`);
+});
+
+test("changed settings reach the server: a language left out gets no suggestion, then again one", { skip }, async () => {
+  const request = () =>
+    withTimeout(
+      connection.sendRequest(InlineCompletionRequest.type, {
+        textDocument: { uri: URI },
+        position: { line: 2, character: "def add(a, b):".length },
+        context: { triggerKind: InlineCompletionTriggerKind.Automatic },
+      }),
+      30_000,
+      "inline completion after a settings change",
+    );
+  settings = { ...settings, languages: ["rust"] };
+  await connection.sendNotification(DidChangeConfigurationNotification.type, { settings: { infill: settings } });
+  assert.equal(items(await request()).length, 0, "python is no longer enabled, yet a suggestion came");
+  settings = { ...settings, languages: ["*"] };
+  await connection.sendNotification(DidChangeConfigurationNotification.type, { settings: { infill: settings } });
+  assert.ok(items(await request()).length >= 1, "suggestions did not come back after re-enabling python");
+});

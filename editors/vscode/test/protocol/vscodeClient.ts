@@ -1,0 +1,55 @@
+/**
+ * What VS Code's client sends, without VS Code: vscode-languageclient 11 is loaded with a
+ * stand-in `vscode` module just far enough to construct a LanguageClient and ask it for the
+ * client capabilities it would send in `initialize`.
+ */
+import Module = require("module");
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { ClientCapabilities } from "vscode-languageserver-protocol";
+import { serverOptions } from "../../src/config";
+
+/** A value that is every property, callable and constructible: enough for module-level use of `vscode`. */
+function standIn(name: string): any {
+  const target: any = function () {};
+  return new Proxy(target, {
+    get(t, prop) {
+      if (prop === "then") return undefined; // not a promise
+      if (prop === Symbol.toPrimitive) return () => name;
+      if (!(prop in t)) t[prop] = standIn(`${name}.${String(prop)}`);
+      return t[prop];
+    },
+    construct: () => standIn(`new ${name}`),
+    apply: () => standIn(`${name}()`),
+  });
+}
+
+export function vscodeClientCapabilities(): ClientCapabilities {
+  const loader = Module as any;
+  const original = loader._load;
+  loader._load = function (request: string, ...rest: unknown[]) {
+    if (request === "vscode") {
+      const vscode = standIn("vscode");
+      vscode.version = "1.95.0";
+      return vscode;
+    }
+    return original.call(this, request, ...rest);
+  };
+  try {
+    const { LanguageClient } = require("vscode-languageclient/node");
+    const client = new LanguageClient("infill", "infill-ls", { command: "infill-ls" }, {
+      documentSelector: [{ scheme: "file" }, { scheme: "untitled" }],
+    });
+    return client.computeClientCapabilities();
+  } finally {
+    loader._load = original;
+  }
+}
+
+/** The initializationOptions the extension sends when every setting has its default value. */
+export function defaultInitializationOptions(): Record<string, unknown> {
+  const manifest = JSON.parse(fs.readFileSync(path.join(__dirname, "..", "..", "..", "package.json"), "utf8"));
+  const props: Record<string, { default?: unknown }> = manifest.contributes.configuration.properties;
+  const defaults = new Map(Object.entries(props).map(([k, v]) => [k.replace(/^infill\./, ""), v.default]));
+  return serverOptions({ get: <T>(key: string) => defaults.get(key) as T | undefined });
+}
