@@ -123,3 +123,14 @@ def test_rest_of_line_is_never_repeated(snippet, raw, expected, replace):
 ])
 def test_shape_chains_the_filters(snippet, raw, expected):
     assert shape(parse_cursor_marked(snippet), raw).text == expected
+
+
+@pytest.mark.parametrize("snippet, raw, expected", [
+    ("x = █", "1\x00junk", "1"),
+    ("x = █", "'a\rb'", "'a"),
+    ("x = █", "'caf\ufffd", "'caf"),
+    ("x = █", "\tok\n", "\tok\n"),
+])
+def test_control_characters_end_the_suggestion(snippet, raw, expected):
+    from lsp_server.postprocess.control_characters import cut_at_control_characters
+    assert run(cut_at_control_characters, snippet, raw).text == expected

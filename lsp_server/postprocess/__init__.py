@@ -4,6 +4,7 @@ one per file, each `(CursorContext, Suggestion) -> Suggestion`."""
 from __future__ import annotations
 
 from lsp_server.context import CursorContext
+from lsp_server.postprocess.control_characters import cut_at_control_characters
 from lsp_server.postprocess.block_scope import block_has_ended, stop_at_block_end
 from lsp_server.postprocess.indentation_style import match_indentation_style
 from lsp_server.postprocess.repetition import drop_repeated_lines
@@ -14,6 +15,7 @@ from lsp_server.postprocess.suggestion import Suggestion
 from lsp_server.postprocess.trailing_whitespace import trim_trailing_whitespace
 
 FILTERS = (
+    cut_at_control_characters,
     keep_single_line,
     stop_at_block_end,
     drop_repeated_lines,

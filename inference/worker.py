@@ -1,0 +1,180 @@
+"""The inference worker: one thread that owns the model and its Engine (with one KV session per
+document), so generation never runs on the language server's event loop.
+
+Jobs are queued and run one at a time; each returns a concurrent.futures.Future. A job's `cancel`
+event may be set from any thread: a queued job that is cancelled is skipped, a running one stops at
+its next decode step. An exception in a job fails that job's future only; the worker carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    source: str | None  # folder or hub id; None: the shipped default
+    device: str = "cpu"
+    dtype: str = "auto"
+    kv_budget_bytes: int = 256 * 2**20
+
+
+@dataclass
+class GenerationJob:
+    prompt_ids: list[int]
+    params: Any  # inference.engine.GenerationParams
+    session: str | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    # Called with the ids generated so far after each token; True stops generation early (the
+    # result then counts as complete, not cancelled).
+    stop_check: Callable[[list[int]], bool] | None = None
+    stopped_early: bool = False
+    model_generation: int = 0
+
+
+class WorkerClosed(RuntimeError):
+    pass
+
+
+class InferenceWorker:
+    def __init__(self, load_model: Callable | None = None, engine_factory: Callable | None = None) -> None:
+        self._load_model = load_model
+        self._engine_factory = engine_factory
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="infill-inference", daemon=True)
+        self._closed = False
+        self.engine = None
+        self.lm = None
+        self.model_generation = 0  # bumped by every load
+        self.busy_since: float | None = None
+        self._snapshot = {"kvCacheBytes": 0, "kvSessions": 0}
+        self._thread.start()
+
+    # -- API (any thread)
+    def load(self, spec: ModelSpec) -> Future:
+        """Load a model (replacing the current one). Result: the LanguageModel."""
+        return self._submit("load", spec)
+
+    def unload(self) -> Future:
+        return self._submit("unload", None)
+
+    def generate(self, job: GenerationJob) -> Future:
+        """Result: inference.engine.GenerationResult, or None when the job was cancelled while queued."""
+        return self._submit("generate", job)
+
+    def close_session(self, session: str) -> Future:
+        return self._submit("close_session", session)
+
+    def session_tokens(self, session: str) -> Future:
+        return self._submit("session_tokens", session)
+
+    def snapshot(self) -> dict:
+        """KV figures as of the last finished job (never waits for the worker)."""
+        return dict(self._snapshot)
+
+    def shutdown(self, timeout: float = 2.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    # -- worker thread
+    def _submit(self, kind: str, arg) -> Future:
+        fut: Future = Future()
+        if self._closed:
+            fut.set_exception(WorkerClosed("the inference worker has shut down"))
+            return fut
+        self._queue.put((kind, arg, fut))
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                break
+            kind, arg, fut = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            self.busy_since = time.monotonic()
+            try:
+                fut.set_result(getattr(self, "_do_" + kind)(arg))
+            except BaseException as e:  # noqa: BLE001 - a job's failure must not end the worker
+                log.exception("inference worker: %s job failed", kind)
+                fut.set_exception(e)
+            finally:
+                self.busy_since = None
+                self._update_snapshot()
+
+    def _update_snapshot(self) -> None:
+        eng = self.engine
+        if eng is None:
+            self._snapshot = {"kvCacheBytes": 0, "kvSessions": 0}
+            return
+        try:
+            sessions = getattr(getattr(eng, "caches", None), "sessions", {})
+            self._snapshot = {"kvCacheBytes": int(eng.cache_bytes()), "kvSessions": len(sessions)}
+        except Exception:  # noqa: BLE001 - diagnostics only
+            pass
+
+    def _do_load(self, spec: ModelSpec):
+        load_model = self._load_model
+        engine_factory = self._engine_factory
+        if load_model is None:
+            from inference.loader import load_model
+        if engine_factory is None:
+            from inference.engine import Engine as engine_factory
+        self.engine = None  # free the old model's memory before loading the new one
+        self.lm = None
+        self.model_generation += 1
+        lm = load_model(spec.source, device=resolve_device(spec.device), dtype=spec.dtype)
+        self.engine = engine_factory(lm, kv_budget_bytes=spec.kv_budget_bytes)
+        self.lm = lm
+        return lm
+
+    def _do_unload(self, _):
+        self.engine = None
+        self.lm = None
+        self.model_generation += 1
+
+    def _do_generate(self, job: GenerationJob):
+        if job.cancel.is_set():
+            return None
+        if self.engine is None or job.model_generation not in (0, self.model_generation):
+            return None  # the model this job was built for is gone
+        on_token = None
+        if job.stop_check is not None:
+            generated: list[int] = []
+
+            def on_token(token: int) -> None:
+                generated.append(token)
+                if not job.cancel.is_set() and job.stop_check(generated):
+                    job.stopped_early = True
+                    job.cancel.set()
+
+        return self.engine.generate(job.prompt_ids, job.params, session=job.session, cancel=job.cancel,
+                                    on_token=on_token)
+
+    def _do_close_session(self, session: str):
+        if self.engine is not None:
+            self.engine.close_session(session)
+
+    def _do_session_tokens(self, session: str):
+        return [] if self.engine is None else self.engine.session_tokens(session)
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when a GPU is usable, else "cpu"."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,113 @@
+"""The model's lifecycle as the server sees it: loads in the background (reported with
+window/workDoneProgress), ready, or failed with one clear message until the configuration changes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from lsprotocol import types
+
+from inference.worker import ModelSpec
+from lsp_server.config import Config
+from lsp_server.prompt import PromptBuilder
+
+log = logging.getLogger(__name__)
+
+LOAD_TIMEOUT_S = 900.0  # a large model from a slow disk; the wait is bounded all the same
+PROGRESS_CREATE_TIMEOUT_S = 2.0
+
+
+class ModelState:
+    def __init__(self) -> None:
+        self.status = "unloaded"  # "unloaded" | "loading" | "ready" | "failed"
+        self.key: tuple | None = None
+        self.lm = None
+        self.builder: PromptBuilder | None = None
+        self.error: str | None = None
+        self.generation = 0  # server-side: bumped by every (re)load
+        self.worker_generation = 0
+        self.source_label = ""
+        self.task: asyncio.Task | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready" and self.builder is not None
+
+    def to_json(self) -> dict:
+        return {"status": self.status, "source": self.source_label, "error": self.error,
+                "family": getattr(self.lm, "family", None),
+                "maxContext": getattr(self.lm, "max_context", None),
+                "layout": self.builder.layout if self.builder else None}
+
+
+def describe_source(source: str | None) -> str:
+    return repr(source) if source else "the default model (inference/default_model)"
+
+
+async def load(server, config: Config, force: bool = False) -> None:
+    """(Re)load the model if the options it depends on changed."""
+    state: ModelState = server.model
+    key = config.model_key()
+    if key == state.key and not force:
+        return
+    state.key = key
+    state.generation += 1
+    generation = state.generation
+    state.status, state.lm, state.builder, state.error = "loading", None, None, None
+    state.source_label = config.model or "(default)"
+    server.forget_all_suggestions()
+    where = describe_source(config.model)
+    spec = ModelSpec(config.model, config.device, config.dtype, config.kv_budget_mb * 2**20)
+    token = f"infill-ls/load/{generation}"
+    progress = await _begin_progress(server, token, f"loading {where}")
+    server.client_log.log("info", f"loading model {where} (device {config.device}, dtype {config.dtype})")
+    try:
+        lm = await asyncio.wait_for(asyncio.wrap_future(server.worker.load(spec)), LOAD_TIMEOUT_S)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as e:  # noqa: BLE001 - any failure is shown, the server stays up
+        if generation == state.generation:
+            reason = str(e) if type(e).__name__ == "ModelError" else f"{type(e).__name__}: {e}"
+            if isinstance(e, asyncio.TimeoutError):
+                reason = f"still not loaded after {LOAD_TIMEOUT_S:.0f} s"
+            state.status, state.error = "failed", reason
+            message = (f"infill-ls: could not load the model {where}: {reason}. Completions are off "
+                       "until the 'model' option is fixed.")
+            server.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=message))
+            server.client_log.log("error", message)
+        _end_progress(server, progress, token, "failed")
+        return
+    if generation != state.generation:
+        _end_progress(server, progress, token, "superseded")
+        return
+    state.lm = lm
+    state.builder = PromptBuilder(lm)
+    state.worker_generation = server.worker.model_generation
+    state.status = "ready"
+    server.client_log.log("info", f"model ready: {where}, family {lm.family}, prompt layout "
+                                  f"{state.builder.layout}, context {lm.max_context} tokens, "
+                                  f"device {lm.device}, dtype {lm.dtype}")
+    _end_progress(server, progress, token, "ready")
+
+
+async def _begin_progress(server, token: str, message: str) -> bool:
+    caps = server.client_capabilities
+    window = getattr(caps, "window", None) if caps else None
+    if not (window and window.work_done_progress):
+        return False
+    try:
+        await asyncio.wait_for(server.work_done_progress.create_async(token), PROGRESS_CREATE_TIMEOUT_S)
+        server.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+            title="infill-ls", message=message, cancellable=False))
+        return True
+    except Exception:  # noqa: BLE001 - progress is a courtesy; the load goes on without it
+        return False
+
+
+def _end_progress(server, started: bool, token: str, message: str) -> None:
+    if started:
+        try:
+            server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+        except Exception:  # noqa: BLE001
+            pass

@@ -1,0 +1,195 @@
+"""Prompt building: cursor context -> token ids, within a token budget, laid out for KV reuse.
+
+Stability is the point. While the user types at the cursor, the prompt should only grow at its
+end, so the per-document KV cache keeps everything before the cursor:
+
+* The prefix is cut at line boundaries aligned to absolute line numbers (blocks of
+  `BLOCK_LINES` lines counted from the top of the file), so the cut only moves, by a whole block,
+  when the prefix outgrows its budget, not on every keystroke.
+* Each block is tokenized on its own and cached; the current line is tokenized separately from a
+  boundary just before the newline that ends the previous line, so BPE merges at the cursor word
+  only ever change the last few tokens.
+* The suffix is cut the same way with blocks counted from the end of the file (typing above it
+  does not move its cut).
+* StarCoder and SantaCoder were trained with suffix-first (SPM) prompts too: with
+  `<fim_prefix><fim_suffix>suffix<fim_middle>prefix` typing appends to the prompt. CodeGen2 has
+  only prefix-first, so its suffix is kept short (`CODEGEN2_SUFFIX_TOKENS`). CodeGen1 and XGLM
+  have no infill: prefix only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterator
+
+from lsp_server.context import CursorContext
+
+BLOCK_LINES = 16  # prefix/suffix cut granularity, in lines
+TOKEN_CUT_QUANTUM = 64  # when a cut must fall inside a block (huge lines): tokens, in steps of this
+CODEGEN2_SUFFIX_TOKENS = 48
+SPECIAL_TOKENS_RESERVE = 8
+PIECE_CACHE_SIZE = 512
+
+
+@dataclass(frozen=True)
+class Prompt:
+    ids: list[int]
+    layout: str  # "spm" | "psm" | "prefix"
+    prefix_tokens: int
+    suffix_tokens: int
+    prefix_chars: int  # how much of the text before the cursor the prompt holds
+    suffix_chars: int
+
+
+@dataclass(frozen=True)
+class Budget:
+    prefix_tokens: int
+    suffix_tokens: int
+
+    @staticmethod
+    def for_model(max_context: int, context_tokens: int, max_new_tokens: int, suffix_fraction: float,
+                  layout: str) -> "Budget":
+        total = max_context if context_tokens <= 0 else min(context_tokens, max_context)
+        usable = max(16, total - max_new_tokens - SPECIAL_TOKENS_RESERVE)
+        if layout == "prefix":
+            return Budget(usable, 0)
+        suffix = int(usable * suffix_fraction)
+        if layout == "psm":
+            suffix = min(suffix, CODEGEN2_SUFFIX_TOKENS)
+        return Budget(usable - suffix, suffix)
+
+
+class PromptBuilder:
+    """Per model: knows its FIM layout and caches the token ids of text pieces."""
+
+    def __init__(self, lm) -> None:
+        self.lm = lm
+        fim = lm.fim
+        if fim is None:
+            self.layout = "prefix"
+        elif fim.supports_spm:
+            self.layout = "spm"
+        else:
+            self.layout = "psm"
+        self.bos_ids = list(getattr(lm, "bos_ids", []))
+        self._pieces: OrderedDict[str, list[int]] = OrderedDict()
+
+    # -- tokenization of pieces (cached: blocks away from the cursor never change while typing)
+    def encode_piece(self, text: str) -> list[int]:
+        if not text:
+            return []
+        ids = self._pieces.get(text)
+        if ids is not None:
+            self._pieces.move_to_end(text)
+            return ids
+        encode = getattr(self.lm, "encode_plain", None)
+        ids = encode(text) if encode is not None else self._strip_bos(self.lm.encode(text))
+        self._pieces[text] = ids
+        if len(self._pieces) > PIECE_CACHE_SIZE:
+            self._pieces.popitem(last=False)
+        return ids
+
+    def _strip_bos(self, ids: list[int]) -> list[int]:
+        n = len(self.bos_ids)
+        return ids[n:] if n and ids[:n] == self.bos_ids else ids
+
+    # -- cuts
+    def prefix_ids(self, prefix: str, budget: int) -> tuple[list[int], int]:
+        """Token ids of the end of `prefix` within `budget`, and the number of characters kept."""
+        chosen: list[list[int]] = []
+        used = 0
+        kept_from = len(prefix)
+        first_span = (len(prefix), len(prefix))
+        for start, end in prefix_pieces(prefix):
+            ids = self.encode_piece(prefix[start:end])
+            if used + len(ids) > budget:
+                if not chosen or used < budget // 2:
+                    # even the nearest pieces overflow (very long lines): cut inside, in coarse steps
+                    tail = ids + [t for piece in chosen for t in piece]
+                    excess = len(tail) - budget
+                    drop = math.ceil(excess / TOKEN_CUT_QUANTUM) * TOKEN_CUT_QUANTUM
+                    return tail[drop:], -1
+                break
+            chosen.insert(0, ids)
+            used += len(ids)
+            kept_from, first_span = start, (start, end)
+        if kept_from > 0 and chosen and prefix[kept_from] in "\r\n":
+            # the window starts at the line break ending a line outside it: drop that break
+            line_start = kept_from + (2 if prefix.startswith("\r\n", kept_from) else 1)
+            chosen[0] = self.encode_piece(prefix[line_start:first_span[1]])
+            kept_from = line_start
+        return [t for piece in chosen for t in piece], len(prefix) - kept_from
+
+    def suffix_ids(self, suffix: str, budget: int) -> tuple[list[int], int]:
+        if budget <= 0 or not suffix:
+            return [], 0
+        chosen: list[int] = []
+        kept_to = 0
+        for start, end in suffix_pieces(suffix):
+            ids = self.encode_piece(suffix[start:end])
+            if len(chosen) + len(ids) > budget:
+                if not chosen:
+                    return ids[:budget], -1
+                break
+            chosen.extend(ids)
+            kept_to = end
+        return chosen, kept_to
+
+    def build(self, ctx: CursorContext, budget: Budget) -> Prompt:
+        prefix_ids, prefix_chars = self.prefix_ids(ctx.prefix, budget.prefix_tokens)
+        if self.layout == "prefix":
+            ids = self.bos_ids + prefix_ids
+            if not ids:  # an empty document: the model still needs a first token
+                ids = self.bos_ids or list(self.lm.eos_token_ids[:1])
+            return Prompt(ids, "prefix", len(prefix_ids), 0, prefix_chars, 0)
+        suffix_ids, suffix_chars = self.suffix_ids(ctx.suffix, budget.suffix_tokens)
+        fim = self.lm.fim
+        ids = fim.spm(prefix_ids, suffix_ids) if self.layout == "spm" else fim.psm(prefix_ids, suffix_ids)
+        return Prompt(self.bos_ids + ids, self.layout, len(prefix_ids), len(suffix_ids), prefix_chars,
+                      suffix_chars)
+
+
+def prefix_pieces(prefix: str) -> Iterator[tuple[int, int]]:
+    """(start, end) spans of `prefix`, nearest the cursor first.
+
+    The first span runs from just before the newline that ends the previous line to the cursor; the
+    next one back to the last block boundary; then whole blocks. Every boundary sits just before a
+    line break, where BPE pre-tokenizers split anyway.
+    """
+    line = prefix.count("\n")  # the cursor's line (blocks are aligned to absolute line numbers)
+    end = len(prefix)
+    pos = prefix.rfind("\n")
+    first = True
+    while pos >= 0:
+        # `pos` is the "\n" that starts line `line`; split before it (before "\r\n" as a whole)
+        cut = pos - 1 if pos > 0 and prefix[pos - 1] == "\r" else pos
+        if first or line % BLOCK_LINES == 0:
+            if end > cut:
+                yield cut, end
+            end = cut
+            first = False
+        line -= 1
+        pos = prefix.rfind("\n", 0, max(cut, 0))
+    if end > 0:
+        yield 0, end
+
+
+def suffix_pieces(suffix: str) -> Iterator[tuple[int, int]]:
+    """(start, end) spans of `suffix`, nearest the cursor first, cut before line breaks at lines
+    counted from the end of the file (so typing before the suffix never moves a cut)."""
+    after = suffix.count("\n")  # line breaks after the current position
+    start = 0
+    pos = suffix.find("\n")
+    seen_first = False
+    while pos >= 0:
+        cut = pos - 1 if pos > 0 and suffix[pos - 1] == "\r" else pos
+        after -= 1
+        if after % BLOCK_LINES == 0 and seen_first and cut > start:
+            yield start, cut
+            start = cut
+        seen_first = True
+        pos = suffix.find("\n", pos + 1)
+    if start < len(suffix):
+        yield start, len(suffix)

@@ -1,0 +1,74 @@
+"""Answers without a model call: typing through the suggestion just shown, and a small cache of
+results for repeated identical prompts."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from lsp_server.context import CursorContext
+from lsp_server.postprocess import Suggestion
+
+
+@dataclass(frozen=True)
+class Shown:
+    prefix: str
+    suffix: str
+    suggestions: tuple[Suggestion, ...]
+
+
+class TypingThrough:
+    """Per document, the suggestions last shown and the context they were shown in."""
+
+    def __init__(self) -> None:
+        self._shown: dict[str, Shown] = {}
+
+    def remember(self, uri: str, ctx: CursorContext, suggestions: list[Suggestion]) -> None:
+        if suggestions:
+            self._shown[uri] = Shown(ctx.prefix, ctx.suffix, tuple(suggestions))
+        else:
+            self._shown.pop(uri, None)
+
+    def forget(self, uri: str) -> None:
+        self._shown.pop(uri, None)
+
+    def continue_from(self, uri: str, ctx: CursorContext) -> list[Suggestion]:
+        """If the user typed the start of a shown suggestion, the rest of it (else [])."""
+        shown = self._shown.get(uri)
+        if shown is None or ctx.suffix != shown.suffix or len(ctx.prefix) <= len(shown.prefix):
+            return []
+        if not ctx.prefix.startswith(shown.prefix):
+            return []
+        typed = ctx.prefix[len(shown.prefix):]
+        rest = []
+        for s in shown.suggestions:
+            if s.text.startswith(typed) and s.text[len(typed):].strip():
+                rest.append(Suggestion(s.text[len(typed):], s.replace_to_eol))
+        return rest
+
+
+class ResultCache:
+    """LRU of shaped results keyed by (prompt ids, generation settings)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple, list[Suggestion]] = OrderedDict()
+
+    @staticmethod
+    def key(prompt_ids: list[int], *settings) -> tuple:
+        return (hash(tuple(prompt_ids)), len(prompt_ids), *settings)
+
+    def get(self, key: tuple) -> list[Suggestion] | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: tuple, value: list[Suggestion]) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()

@@ -1,0 +1,53 @@
+"""`infill-ls serve` / `python -m lsp_server.serve`: run the language server over stdio (default) or
+TCP. TCP binds to loopback unless an address is given, and says where it listens."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+LOOPBACK = "127.0.0.1"
+
+
+def parse_tcp(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = LOOPBACK, value
+    host = host.strip("[]") or LOOPBACK
+    try:
+        number = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tcp wants HOST:PORT or PORT, got {value!r}") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"--tcp port out of range: {number}")
+    return host, number
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="infill-ls serve", description="Run the infill-ls language server.")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--stdio", action="store_true", help="speak LSP over stdin/stdout (the default)")
+    mode.add_argument("--tcp", type=parse_tcp, metavar="[HOST:]PORT",
+                      help=f"listen on TCP (host defaults to {LOOPBACK}: loopback only)")
+    parser.add_argument("--log-level", default="warning",
+                        choices=["error", "warning", "info", "debug"], help="server-side log on stderr")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="infill-ls %(levelname)s %(name)s: %(message)s")
+
+    from lsp_server.server import build_server
+
+    server = build_server()
+    if args.tcp:
+        host, port = args.tcp
+        scope = "loopback only" if host in (LOOPBACK, "localhost", "::1") else "NOT loopback: reachable from the network"
+        print(f"infill-ls: listening on {host}:{port} ({scope})", file=sys.stderr, flush=True)
+        server.start_tcp(host, port)
+    else:
+        server.start_io()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""The language server: state on an InfillServer (a pygls LanguageServer) and handler registration.
+
+The server keeps its own copy of each document (lsp_server.documents) so positions are converted
+exactly once, in the negotiated encoding; the pipeline lives in lsp_server.completion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+
+from lsprotocol import types
+from pygls.capabilities import ServerCapabilitiesBuilder
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol, lsp_method
+
+from inference.worker import InferenceWorker
+from lsp_server import completion, model_state
+from lsp_server.config import DEFAULTS, Config, parse_config, to_wire
+from lsp_server.documents import DocumentStore
+from lsp_server.items import ACCEPT_COMMAND, STATS_COMMAND, completion_items, inline_items
+from lsp_server.logs import ClientLog
+from lsp_server.positions import SUPPORTED, UTF16
+from lsp_server.reuse import ResultCache, TypingThrough
+from lsp_server.scheduler import RequestScheduler
+from lsp_server.stats import Stats
+
+log = logging.getLogger(__name__)
+
+COMPLETION_TRIGGER_CHARACTERS = [".", "(", "[", "{", ",", ":", "=", " "]
+
+
+class InfillProtocol(LanguageServerProtocol):
+    """Document sync goes to the server's own DocumentStore (not pygls' workspace copy)."""
+
+    _server: "InfillServer"
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
+        td = params.text_document
+        self._server.docs.open(td.uri, td.text, td.language_id, td.version)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
+        self._server.did_change(params)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
+        self._server.did_close(params.text_document.uri)
+
+
+class InfillServer(LanguageServer):
+    def __init__(self, worker: InferenceWorker | None = None) -> None:
+        super().__init__("infill-ls", "0.1.0", protocol_cls=InfillProtocol,
+                         text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        self.config: Config = DEFAULTS
+        self.docs = DocumentStore()
+        self.encoding = UTF16
+        self.worker = worker or InferenceWorker()
+        self.model = model_state.ModelState()
+        self.scheduler = RequestScheduler(DEFAULTS.rate_limit, DEFAULTS.debounce_ms)
+        self.typing = TypingThrough()
+        self.cache = ResultCache()
+        self.stats = Stats()
+        self.client_log = ClientLog(self)
+        self._ids = itertools.count(1)
+        self._pending_warnings: list[str] = []
+        self._background: set[asyncio.Task] = set()
+
+    def next_request_id(self) -> int:
+        return next(self._ids)
+
+    # -- configuration
+    def apply_options(self, raw, initial: bool = False) -> list[str]:
+        config, warnings, ignored = parse_config(raw, self.config)
+        self.config = config
+        self.scheduler.configure(config.rate_limit, config.debounce_ms)
+        problem = self.client_log.configure(config.log_level, config.log_file)
+        if problem:
+            warnings.append(problem)
+        if ignored and not initial:
+            self.client_log.log("debug", "options ignored (unknown): " + ", ".join(sorted(ignored)))
+        return warnings
+
+    def warn(self, message: str) -> None:
+        self.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=message))
+        self.client_log.log("warning", message)
+
+    def start_model_load(self, force: bool = False) -> None:
+        task = asyncio.get_running_loop().create_task(model_state.load(self, self.config, force))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- documents
+    def did_change(self, params: types.DidChangeTextDocumentParams) -> None:
+        doc = self.docs.get(params.text_document.uri)
+        if doc is None:
+            self.client_log.log("debug", f"change for a document that is not open: {params.text_document.uri}")
+            return
+        for change in params.content_changes:
+            rng = getattr(change, "range", None)
+            if rng is None:
+                doc.apply_change(change.text)
+            else:
+                doc.apply_change(change.text, ((rng.start.line, rng.start.character),
+                                               (rng.end.line, rng.end.character)), self.encoding)
+        doc.version = params.text_document.version
+
+    def did_close(self, uri: str) -> None:
+        self.docs.close(uri)
+        self.scheduler.cancel_document(uri)
+        self.typing.forget(uri)
+        self.worker.close_session(uri)  # frees the document's KV cache
+
+    def forget_all_suggestions(self) -> None:
+        self.scheduler.cancel_all()
+        self.typing = TypingThrough()
+        self.cache.clear()
+
+    def stats_json(self) -> dict:
+        out = self.stats.to_json()
+        out.update(self.worker.snapshot())
+        out["model"] = self.model.to_json()
+        out["openDocuments"] = len(self.docs)
+        out["positionEncoding"] = self.encoding
+        return out
+
+
+def build_server(worker: InferenceWorker | None = None) -> InfillServer:
+    server = InfillServer(worker)
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: InfillServer, params: types.InitializeParams):
+        encoding = ServerCapabilitiesBuilder.choose_position_encoding(params.capabilities)
+        ls.encoding = str(encoding) if str(encoding) in SUPPORTED else UTF16
+        ls._pending_warnings = ls.apply_options(params.initialization_options, initial=True)
+
+    @server.feature(types.INITIALIZED)
+    def initialized(ls: InfillServer, params: types.InitializedParams):
+        for message in ls._pending_warnings:
+            ls.warn(message)
+        ls._pending_warnings = []
+        ls.client_log.log("info", f"infill-ls ready (position encoding {ls.encoding})")
+        ls.start_model_load()
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    def did_change_configuration(ls: InfillServer, params: types.DidChangeConfigurationParams):
+        for message in ls.apply_options(params.settings):
+            ls.warn(message)
+        ls.cache.clear()
+        # a failed model is retried when its options change; a loaded one only when they differ
+        force = ls.model.status == "failed" and ls.model.key != ls.config.model_key()
+        ls.start_model_load(force)
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(ls: InfillServer, params: types.InlineCompletionParams):
+        ctx = params.context
+        selected = ctx.selected_completion_info if ctx else None
+        req = completion.Request(
+            params.text_document.uri, params.position.line, params.position.character,
+            invoked=bool(ctx and ctx.trigger_kind == types.InlineCompletionTriggerKind.Invoked),
+            selected=None if selected is None else (
+                selected.range.start.line, selected.range.start.character,
+                selected.range.end.line, selected.range.end.character, selected.text))
+        answer = await _answer(ls, req)
+        if answer is None:
+            return types.InlineCompletionList(items=[])
+        return types.InlineCompletionList(items=inline_items(answer, params.position, ls.encoding, selected))
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION,
+                    types.CompletionOptions(trigger_characters=COMPLETION_TRIGGER_CHARACTERS))
+    async def text_document_completion(ls: InfillServer, params: types.CompletionParams):
+        req = completion.Request(params.text_document.uri, params.position.line, params.position.character)
+        answer = await _answer(ls, req)
+        items = [] if answer is None else completion_items(answer, params.position, ls.encoding)
+        return types.CompletionList(is_incomplete=True, items=items)
+
+    @server.command(ACCEPT_COMMAND)
+    def accept(ls: InfillServer, *args):
+        ls.stats.count("accepted")
+        ls.client_log.log("info", f"suggestion accepted {list(args)[:3]}")
+        return None
+
+    @server.command(STATS_COMMAND)
+    def stats(ls: InfillServer, *args):
+        out = ls.stats_json()
+        out["config"] = to_wire(ls.config)
+        return out
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: InfillServer, *args):
+        ls.scheduler.cancel_all()
+
+    @server.feature(types.EXIT)
+    def exit_(ls: InfillServer, *args):
+        ls.scheduler.cancel_all()
+        ls.worker.shutdown(timeout=1.0)
+
+    return server
+
+
+async def _answer(ls: InfillServer, req: completion.Request):
+    try:
+        return await completion.suggest(ls, req)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:  # noqa: BLE001 - never let a request take the server down
+        ls.stats.count("errors")
+        log.exception("completion failed")
+        ls.client_log.log("error", f"completion failed: {type(e).__name__}: {e}")
+        return None
