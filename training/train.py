@@ -1,0 +1,225 @@
+"""Train the default model: a small GPTBigCode (multi-query attention, tied head) with StarCoder FIM.
+
+Exact command used for the shipped model (see inference/default_model/MODEL_CARD.md for the figures):
+
+    nice -n 5 python -m training.train --out training/runs/default --steps STEPS
+
+Everything is seeded (``--seed``); with the same interpreter stdlib, torch build and thread count the
+run is repeatable. Each epoch re-draws the FIM transforms with ``seed + epoch`` and reshuffles the
+documents. The loss curve goes to ``<out>/loss.tsv`` (step, tokens seen, lr, train loss, seconds) and
+held-out losses to ``<out>/eval.tsv``. Checkpoints (``save_pretrained`` safetensors + tokenizer.json)
+are written to ``<out>/checkpoint`` every ``--save-every`` steps and to ``<out>/final`` at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+
+from training.data import EOT, SPECIAL_TOKENS, documents, fim_transform, split_files, stdlib_files
+from training.tokenizer import train_tokenizer
+
+
+def encode_docs(tok: Tokenizer, docs: list[list[str]]) -> list[int]:
+    """Token stream: every document's segments encoded, documents separated by <|endoftext|>."""
+    special = {name: tok.token_to_id(name) for name in SPECIAL_TOKENS}
+    texts = [seg for doc in docs for seg in doc if seg not in special]
+    encoded = iter(tok.encode_batch(texts, add_special_tokens=False))
+    stream: list[int] = []
+    eot = special[EOT]
+    for doc in docs:
+        for seg in doc:
+            if seg in special:
+                stream.append(special[seg])
+            else:
+                stream.extend(next(encoded).ids)
+        stream.append(eot)
+    return stream
+
+
+def epoch_tensor(tok: Tokenizer, docs: list[str], seq_len: int, seed: int, fim_rate: float) -> torch.Tensor:
+    rng = random.Random(seed)
+    order = list(range(len(docs)))
+    rng.shuffle(order)
+    segs = [fim_transform(docs[i], rng, fim_rate=fim_rate) for i in order]
+    stream = encode_docs(tok, segs)
+    n = len(stream) // seq_len
+    return torch.tensor(stream[: n * seq_len], dtype=torch.long).view(n, seq_len)
+
+
+def build_model(vocab_size: int, args: argparse.Namespace):
+    from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM
+
+    cfg = GPTBigCodeConfig(
+        vocab_size=vocab_size,
+        n_positions=args.seq_len,
+        n_embd=args.n_embd,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        n_inner=4 * args.n_embd,
+        activation_function="gelu_pytorch_tanh",
+        multi_query=True,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+        tie_word_embeddings=True,
+    )
+    return GPTBigCodeForCausalLM(cfg)
+
+
+def lr_at(step: int, args: argparse.Namespace) -> float:
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    p = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
+    return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * p))
+
+
+@torch.no_grad()
+def heldout_loss(model, rows: torch.Tensor, batch: int, autocast: bool) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(rows), batch):
+        x = rows[i : i + batch]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = model(input_ids=x).logits.float()
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1), reduction="sum"
+        )
+        total += loss.item()
+        count += x[:, 1:].numel()
+    model.train()
+    return total / count
+
+
+def save(model, tok_path: Path, out: Path, dtype: torch.dtype, meta: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(dtype).save_pretrained(out, safe_serialization=True)
+    model.to(torch.float32)
+    (out / "tokenizer.json").write_bytes(tok_path.read_bytes())
+    (out / "training_state.json").write_text(json.dumps(meta, indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("training/runs/default"))
+    ap.add_argument("--vocab-size", type=int, default=8192)
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--n-embd", type=int, default=256)
+    ap.add_argument("--n-layer", type=int, default=4)
+    ap.add_argument("--n-head", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=8, help="sequences per step")
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--min-lr", type=float, default=2e-4)
+    ap.add_argument("--weight-decay", type=float, default=0.1)
+    ap.add_argument("--fim-rate", type=float, default=0.5)
+    ap.add_argument("--chunk-chars", type=int, default=0, help="max chars per document (0: 1.5 x seq_len x 3.6)")
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast")
+    ap.add_argument("--save-dtype", choices=["float32", "bfloat16"], default="float32")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--save-every", type=int, default=250)
+    ap.add_argument("--eval-rows", type=int, default=64, help="held-out rows for the periodic eval")
+    ap.add_argument("--deadline", type=float, default=0.0, help="unix time: stop (and save) when reached")
+    ap.add_argument("--bench-steps", type=int, default=0, help="only time this many steps, then exit")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    chunk = args.chunk_chars or int(1.5 * args.seq_len * 3.6)
+
+    train_files, held_files = split_files(stdlib_files())
+    tok_path = args.out / "tokenizer.json"
+    if not tok_path.exists():
+        train_tokenizer([f.text for f in train_files], args.vocab_size).save(str(tok_path))
+    tok = Tokenizer.from_file(str(tok_path))
+    train_docs = documents(train_files, chunk)
+    held_docs = documents(held_files, chunk)
+    held_rows = epoch_tensor(tok, held_docs, args.seq_len, seed=0, fim_rate=args.fim_rate)
+    print(f"train docs {len(train_docs)}, held-out rows {len(held_rows)}", flush=True)
+
+    model = build_model(tok.get_vocab_size(), args)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"params {n_params / 1e6:.2f}M", flush=True)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr, betas=(0.9, 0.95), eps=1e-8,
+    )
+    eval_rows = held_rows[: args.eval_rows]
+    (args.out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
+    loss_log = open(args.out / "loss.tsv", "a")
+    eval_log = open(args.out / "eval.tsv", "a")
+    loss_log.write("step\ttokens\tlr\tloss\tseconds\n")
+    eval_log.write("step\ttokens\theldout_loss\n")
+
+    epoch, pos, tokens = 0, 0, 0
+    rows = epoch_tensor(tok, train_docs, args.seq_len, seed=args.seed + epoch, fim_rate=args.fim_rate)
+    print(f"epoch 0: {rows.numel()} tokens", flush=True)
+    model.train()
+    t0 = time.time()
+    step = 0
+    for step in range(args.steps):
+        if pos + args.batch > len(rows):
+            epoch += 1
+            pos = 0
+            rows = epoch_tensor(tok, train_docs, args.seq_len, seed=args.seed + epoch, fim_rate=args.fim_rate)
+            print(f"epoch {epoch}: {rows.numel()} tokens", flush=True)
+        x = rows[pos : pos + args.batch]
+        pos += args.batch
+        lr = lr_at(step, args)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            out = model(input_ids=x, labels=x)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += x.numel()
+        elapsed = time.time() - t0
+        loss_log.write(f"{step}\t{tokens}\t{lr:.3g}\t{out.loss.item():.4f}\t{elapsed:.1f}\n")
+        if step % 10 == 0:
+            loss_log.flush()
+            print(f"step {step} loss {out.loss.item():.4f} lr {lr:.2e} {tokens / elapsed:.0f} tok/s", flush=True)
+        if args.bench_steps and step == 2:
+            t_bench = time.time()
+        if args.bench_steps and step + 1 >= args.bench_steps:
+            dt = (time.time() - t_bench) / (step - 2)
+            print(f"bench: {x.numel() / dt:.0f} tok/s, {dt:.3f} s/step (steps after the third)", flush=True)
+            return 0
+        stop = args.deadline and time.time() > args.deadline
+        if (step + 1) % args.save_every == 0 or stop:
+            hl = heldout_loss(model, eval_rows, args.batch, args.bf16)
+            eval_log.write(f"{step + 1}\t{tokens}\t{hl:.4f}\n")
+            eval_log.flush()
+            print(f"eval step {step + 1}: held-out loss {hl:.4f}", flush=True)
+            save(model, tok_path, args.out / "checkpoint", getattr(torch, args.save_dtype),
+                 {"step": step + 1, "tokens": tokens, "epoch": epoch, "heldout_loss_sample": hl})
+        if stop:
+            print("deadline reached", flush=True)
+            break
+    steps_done = step + 1
+    hl = heldout_loss(model, held_rows, args.batch, False)
+    eval_log.write(f"{steps_done}\t{tokens}\t{hl:.4f}\n")
+    meta = {"step": steps_done, "tokens": tokens, "epoch": epoch, "params": n_params,
+            "heldout_loss_fp32_all_rows": hl, "heldout_rows": len(held_rows), "seconds": time.time() - t0}
+    save(model, tok_path, args.out / "final", getattr(torch, args.save_dtype), meta)
+    print(json.dumps(meta), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
