@@ -123,7 +123,7 @@ def _from_hub(repo_id: str) -> Path:
         folder = Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as e:
         raise ModelError(f"{repo_id}: not a local folder and not in the Hugging Face cache, and downloading "
-                         f"failed ({type(e).__name__}); when online run `huggingface-cli download {repo_id}` "
+                         f"failed ({type(e).__name__}); when online run `hf download {repo_id}` "
                          "or pass a folder holding its files") from None
     return folder
 
