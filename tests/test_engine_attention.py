@@ -1,0 +1,66 @@
+"""The attention function: SDPA path against a plain softmax reference, and flash-attn against SDPA
+on CUDA (skipped where there is no GPU or no flash-attn)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from inference import attention
+from inference.attention import attend, kv_buffer_shape
+
+
+def reference(q, keys, values, start, scale):
+    """q (T,H,D), keys/values (S,Hk,D) holding all positions up to start+T."""
+    t, h, d = q.shape
+    g = h // keys.shape[1]
+    k = keys.repeat_interleave(g, dim=1).transpose(0, 1)  # (H,S,D)
+    v = values.repeat_interleave(g, dim=1).transpose(0, 1)
+    scores = q.transpose(0, 1) @ k.transpose(1, 2) * scale  # (H,T,S)
+    allowed = torch.arange(k.shape[1])[None, :] <= torch.arange(start, start + t)[:, None]
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    return (scores.softmax(-1) @ v).transpose(0, 1).reshape(t, h * d)
+
+
+def run(q, k_all, v_all, start, flash, device="cpu", dtype=torch.float32):
+    """Fill the cache with positions < start, then attend the last T positions."""
+    t, _, d = q.shape
+    hk = k_all.shape[1]
+    shape = kv_buffer_shape(flash, hk, 64, d)
+    kc = torch.zeros(shape, device=device, dtype=dtype)
+    vc = torch.zeros(shape, device=device, dtype=dtype)
+    if start:
+        attend(q[:1].new_zeros(start, q.shape[1], d), k_all[:start], v_all[:start], kc, vc, 0, 1.0, flash)
+    return attend(q, k_all[start:], v_all[start:], kc, vc, start, 1 / math.sqrt(d), flash)
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (4, 1), (6, 2)])
+@pytest.mark.parametrize("start,t", [(0, 7), (5, 1), (9, 4)])
+def test_sdpa_path_matches_reference(heads, kv_heads, start, t):
+    torch.manual_seed(0)
+    d = 16
+    q = torch.randn(t, heads, d)
+    k_all, v_all = torch.randn(start + t, kv_heads, d), torch.randn(start + t, kv_heads, d)
+    ours = run(q, k_all, v_all, start, flash=False)
+    assert torch.allclose(ours, reference(q, k_all, v_all, start, 1 / math.sqrt(d)), atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("heads,kv_heads", [(8, 8), (8, 1)])
+def test_flash_attn_matches_sdpa_on_cuda(dtype, heads, kv_heads):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    if not attention.flash_available("cuda", dtype):
+        pytest.skip("flash-attn is not importable here")
+    torch.manual_seed(0)
+    d = 64
+    for start, t in [(0, 9), (12, 1), (20, 5)]:
+        q = torch.randn(t, heads, d, device="cuda", dtype=dtype)
+        k_all = torch.randn(start + t, kv_heads, d, device="cuda", dtype=dtype)
+        v_all = torch.randn(start + t, kv_heads, d, device="cuda", dtype=dtype)
+        fa = run(q, k_all, v_all, start, flash=True, device="cuda", dtype=dtype)
+        sd = run(q, k_all, v_all, start, flash=False, device="cuda", dtype=dtype)
+        assert torch.allclose(fa.float(), sd.float(), atol=2e-2, rtol=2e-2)
