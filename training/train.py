@@ -76,11 +76,25 @@ def build_model(vocab_size: int, args: argparse.Namespace):
     return GPTBigCodeForCausalLM(cfg)
 
 
-def lr_at(step: int, args: argparse.Namespace) -> float:
+def progress(step: int, elapsed: float, args: argparse.Namespace) -> float:
+    """Fraction of the cosine phase done: by steps, or by wall time with --time-budget (whichever is
+    further), so a run on a busy machine still anneals fully before its time is up."""
+    p = (step - args.warmup) / max(1, args.steps - args.warmup)
+    if args.time_budget:
+        p = max(p, (elapsed - args.warmup_seconds) / max(1.0, args.time_budget - args.warmup_seconds))
+    return min(1.0, max(0.0, p))
+
+
+def lr_at(step: int, p: float, args: argparse.Namespace) -> float:
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
-    p = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * p))
+
+
+def replayed_lrs(path: Path) -> list[float]:
+    """The per-step learning rates of an earlier run's loss.tsv (to repeat a --time-budget run exactly)."""
+    rows = [line.split("\t") for line in path.read_text().splitlines() if line and not line.startswith("step")]
+    return [float(r[2]) for r in rows]
 
 
 @torch.no_grad()
@@ -130,10 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--save-every", type=int, default=250)
     ap.add_argument("--eval-rows", type=int, default=64, help="held-out rows for the periodic eval")
+    ap.add_argument("--time-budget", type=float, default=0.0,
+                    help="seconds: the cosine follows wall time too and training ends when it is spent")
+    ap.add_argument("--replay-lr", type=Path, default=None,
+                    help="loss.tsv of an earlier run: use its learning rate at every step and its step count")
     ap.add_argument("--deadline", type=float, default=0.0, help="unix time: stop (and save) when reached")
     ap.add_argument("--bench-steps", type=int, default=0, help="only time this many steps, then exit")
     args = ap.parse_args(argv)
 
+    replay = replayed_lrs(args.replay_lr) if args.replay_lr else None
+    if replay:
+        args.steps, args.time_budget = len(replay), 0.0
+    args.warmup_seconds = 0.0
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -179,7 +201,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"epoch {epoch}: {rows.numel()} tokens", flush=True)
         x = rows[pos : pos + args.batch]
         pos += args.batch
-        lr = lr_at(step, args)
+        elapsed = time.time() - t0
+        if step == args.warmup:
+            args.warmup_seconds = elapsed
+        p = progress(step, elapsed, args)
+        if p >= 1.0 and step > args.warmup:
+            break
+        lr = replay[step] if replay else lr_at(step, p, args)
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
@@ -190,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         opt.zero_grad(set_to_none=True)
         tokens += x.numel()
         elapsed = time.time() - t0
-        loss_log.write(f"{step}\t{tokens}\t{lr:.3g}\t{out.loss.item():.4f}\t{elapsed:.1f}\n")
+        loss_log.write(f"{step}\t{tokens}\t{lr:.6g}\t{out.loss.item():.4f}\t{elapsed:.1f}\n")
         if step % 10 == 0:
             loss_log.flush()
             print(f"step {step} loss {out.loss.item():.4f} lr {lr:.2e} {tokens / elapsed:.0f} tok/s", flush=True)
@@ -211,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         if stop:
             print("deadline reached", flush=True)
             break
-    steps_done = step + 1
+    else:
+        p = 0.0
+    steps_done = step if (p >= 1.0 and step > args.warmup) else step + 1
     hl = heldout_loss(model, held_rows, args.batch, False)
     eval_log.write(f"{steps_done}\t{tokens}\t{hl:.4f}\n")
     meta = {"step": steps_done, "tokens": tokens, "epoch": epoch, "params": n_params,

@@ -1,0 +1,265 @@
+"""Completion quality: fill-in-the-middle tasks cut from the held-out stdlib files.
+
+    python bench/quality.py                       # the shipped default model
+    python bench/quality.py --model PATH_OR_HUB_ID --tasks 300 --seed 0
+
+Tasks, in the style of HumanEval-Infill (Bavarian et al. 2022) and SantaCoder's FIM evaluation:
+
+* single-line: one non-blank line is removed (indentation included); the cursor sits at the start of
+  the now empty line. Scored on the first line of the suggestion.
+* multi-line: the body (2..8 lines) of a block whose header ends with ``:`` is removed; the cursor sits
+  on the empty line after the header. Scored on the whole suggestion.
+
+Files come from the held-out split of ``training.data`` (a fixed hash of the path), so the model never
+saw them in training; tasks are drawn with a fixed seed. Every model run goes through the server's
+own prompt building (``lsp_server.prompt.PromptBuilder`` with the server's token budget) and shaping
+(``lsp_server.postprocess.shape``, with its early block-end stop), greedy decoding, the server's
+default token limits. Modes:
+
+* ``fim-psm``: ``<fim_prefix>prefix<fim_suffix>suffix<fim_middle>``
+* ``fim-spm``: ``<fim_prefix><fim_suffix>suffix<fim_middle>prefix`` (what the server uses)
+* ``l2r``: the prefix alone, same model
+* ``repeat-line``: no model; the line before the cursor, repeated.
+
+Both FIM modes get the same prompt budget (the server's budget for SPM; the server caps the suffix
+of PSM prompts at 48 tokens, which it only uses for CodeGen2). Reports exact match (lines compared
+with trailing whitespace stripped) and mean edit similarity (1 - Levenshtein / max length, on the
+same strings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.data import split_files, stdlib_files  # noqa: E402
+
+MODES = ("fim-psm", "fim-spm", "l2r", "repeat-line")
+
+
+@dataclass(frozen=True)
+class Task:
+    kind: str  # "single" | "multi"
+    path: str
+    prefix: str
+    middle: str
+    suffix: str
+
+
+# -- tasks -------------------------------------------------------------------------------------
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def single_line_tasks(path: str, text: str) -> list[Task]:
+    lines = text.split("\n")
+    out = []
+    for i, line in enumerate(lines):
+        s = line.strip()
+        if len(s) < 4 or s.startswith("#") or i == 0 or i == len(lines) - 1:
+            continue
+        prefix = "\n".join(lines[:i]) + "\n"
+        suffix = "\n" + "\n".join(lines[i + 1 :])
+        out.append(Task("single", path, prefix, line, suffix))
+    return out
+
+
+def multi_line_tasks(path: str, text: str, min_lines: int = 2, max_lines: int = 8) -> list[Task]:
+    lines = text.split("\n")
+    out = []
+    for i, header in enumerate(lines[:-1]):
+        s = header.strip()
+        if not s.endswith(":") or s.startswith("#"):
+            continue
+        base = _indent(header)
+        j = i + 1
+        while j < len(lines) and (not lines[j].strip() or _indent(lines[j]) > base):
+            j += 1
+        while j > i + 1 and not lines[j - 1].strip():  # trailing blank lines stay in the suffix
+            j -= 1
+        body = lines[i + 1 : j]
+        if not (min_lines <= len(body) <= max_lines) or _indent(body[0]) <= base or j >= len(lines):
+            continue
+        prefix = "\n".join(lines[: i + 1]) + "\n"
+        suffix = "\n" + "\n".join(lines[j:])
+        out.append(Task("multi", path, prefix, "\n".join(body), suffix))
+    return out
+
+
+def make_tasks(n_single: int, n_multi: int, seed: int) -> list[Task]:
+    _, held = split_files(stdlib_files())
+    rng = random.Random(seed)
+    singles = [t for f in held for t in single_line_tasks(f.rel_path, f.text)]
+    multis = [t for f in held for t in multi_line_tasks(f.rel_path, f.text)]
+    return rng.sample(singles, min(n_single, len(singles))) + rng.sample(multis, min(n_multi, len(multis)))
+
+
+# -- scoring -----------------------------------------------------------------------------------
+
+def levenshtein(a: str, b: str) -> int:
+    if len(a) < len(b):
+        a, b = b, a
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def normalize(text: str, kind: str) -> str:
+    lines = [line.rstrip() for line in text.split("\n")]
+    if kind == "single":
+        lines = lines[:1]
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines)
+
+
+def score(prediction: str, task: Task) -> tuple[bool, float]:
+    p, t = normalize(prediction, task.kind), normalize(task.middle, task.kind)
+    if not p and not t:
+        return True, 1.0
+    return p == t, 1.0 - levenshtein(p, t) / max(len(p), len(t))
+
+
+# -- the server's prompt building and shaping (one adapter) -------------------------------------
+
+class ServerPipeline:
+    """Builds prompts and shapes suggestions exactly as ``lsp_server.completion`` does."""
+
+    def __init__(self, lm) -> None:
+        from inference.engine import Engine
+        from lsp_server.config import Config
+        from lsp_server.prompt import Budget, PromptBuilder
+
+        self.lm = lm
+        self.cfg = Config()
+        self.engine = Engine(lm)
+        self.builders = {}
+        for layout in ("psm", "spm", "prefix"):
+            b = PromptBuilder(lm)
+            b.layout = layout
+            self.builders[layout] = b
+        reserve = max(self.cfg.max_new_tokens_multi_line, self.cfg.max_new_tokens_single_line)
+        budget_layout = "spm"
+        self.budgets = {
+            "psm": Budget.for_model(lm.max_context, self.cfg.context_tokens, reserve, self.cfg.suffix_fraction,
+                                    budget_layout),
+            "spm": Budget.for_model(lm.max_context, self.cfg.context_tokens, reserve, self.cfg.suffix_fraction,
+                                    budget_layout),
+            "prefix": Budget.for_model(lm.max_context, self.cfg.context_tokens, reserve, self.cfg.suffix_fraction,
+                                       "prefix"),
+        }
+
+    def complete(self, prefix: str, suffix: str, layout: str) -> str:
+        from inference.engine import GenerationParams
+        from lsp_server.context import CursorContext
+        from lsp_server.postprocess import generation_can_stop, shape
+
+        ctx = CursorContext(prefix, suffix, "python", "file:///task.py")
+        prompt = self.builders[layout].build(ctx, self.budgets[layout])
+        max_new = self.cfg.max_new_tokens_single_line if ctx.mid_line else self.cfg.max_new_tokens_multi_line
+        fim = self.lm.fim
+        params = GenerationParams(max_new_tokens=max_new, temperature=0.0,
+                                  stop_token_ids=tuple(fim.stop_token_ids) if fim else ())
+        cancel = threading.Event()
+        generated: list[int] = []
+
+        def on_token(token: int) -> None:
+            generated.append(token)
+            if generation_can_stop(ctx, self.lm.decode(generated)):
+                cancel.set()
+
+        result = self.engine.generate(prompt.ids, params, cancel=cancel, on_token=on_token)
+        return shape(ctx, result.text).text
+
+
+def repeat_previous_line(task: Task) -> str:
+    lines = task.prefix.split("\n")
+    return lines[-2] if len(lines) >= 2 else ""
+
+
+# -- run ---------------------------------------------------------------------------------------
+
+def run(model: str | None, tasks: list[Task], modes=MODES, progress: bool = False) -> dict:
+    from inference.loader import load_model
+
+    lm = load_model(model, dtype="float32")
+    pipe = ServerPipeline(lm)
+    layouts = {"fim-psm": "psm", "fim-spm": "spm", "l2r": "prefix"}
+    results: dict[str, dict[str, list[tuple[bool, float]]]] = {m: {"single": [], "multi": []} for m in modes}
+    t0 = time.time()
+    for i, task in enumerate(tasks):
+        for mode in modes:
+            pred = repeat_previous_line(task) if mode == "repeat-line" else pipe.complete(
+                task.prefix, task.suffix, layouts[mode])
+            results[mode][task.kind].append(score(pred, task))
+        if progress and (i + 1) % 25 == 0:
+            print(f"  {i + 1}/{len(tasks)} tasks, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    table = {}
+    for mode, kinds in results.items():
+        table[mode] = {}
+        for kind, scores in kinds.items():
+            n = len(scores)
+            table[mode][kind] = {
+                "n": n,
+                "exact_match": sum(e for e, _ in scores) / n if n else float("nan"),
+                "edit_similarity": sum(s for _, s in scores) / n if n else float("nan"),
+            }
+    return table
+
+
+def format_table(table: dict) -> str:
+    rows = ["| mode | single-line EM | single-line ES | multi-line EM | multi-line ES |",
+            "|---|---|---|---|---|"]
+    for mode, kinds in table.items():
+        s, m = kinds["single"], kinds["multi"]
+        rows.append(f"| {mode} | {100 * s['exact_match']:.1f} | {100 * s['edit_similarity']:.1f} | "
+                    f"{100 * m['exact_match']:.1f} | {100 * m['edit_similarity']:.1f} |")
+    n_s, n_m = next(iter(table.values()))["single"]["n"], next(iter(table.values()))["multi"]["n"]
+    rows.append(f"\n{n_s} single-line and {n_m} multi-line tasks; EM = exact match %, ES = mean edit similarity %.")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="model folder or hub id (default: the shipped model)")
+    ap.add_argument("--tasks", type=int, default=300, help="total tasks: 2/3 single-line, 1/3 multi-line")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
+    args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    n_single = (2 * args.tasks) // 3
+    tasks = make_tasks(n_single, args.tasks - n_single, args.seed)
+    modes = tuple(m for m in args.modes.split(",") if m)
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        ap.error(f"unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
+    t0 = time.time()
+    table = run(args.model, tasks, modes, progress=True)
+    print(format_table(table))
+    print(f"model: {args.model or 'default (inference/default_model)'}; seed {args.seed}; "
+          f"{time.time() - t0:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(table, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
