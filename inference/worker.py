@@ -136,7 +136,9 @@ class InferenceWorker:
         self.lm = None
         self.model_generation += 1
         lm = load_model(spec.source, device=resolve_device(spec.device), dtype=spec.dtype)
-        self.engine = engine_factory(lm, kv_budget_bytes=spec.kv_budget_bytes)
+        engine = engine_factory(lm, kv_budget_bytes=spec.kv_budget_bytes)
+        _warm_up(engine, lm)
+        self.engine = engine
         self.lm = lm
         return lm
 
@@ -178,3 +180,15 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _warm_up(engine, lm) -> None:
+    """One tiny generation right after loading: the first forward pass pays one-time costs (kernel
+    selection, allocator growth) that would otherwise land on the user's first keystroke."""
+    from inference.engine import GenerationParams
+
+    first = (list(getattr(lm, "bos_ids", [])) or list(lm.eos_token_ids[:1]) or [0])[:1]
+    try:
+        engine.generate(first * 8, GenerationParams(max_new_tokens=4), session=None)
+    except Exception:  # noqa: BLE001 - a failed warm-up shows up again, clearly, on the first request
+        log.exception("warm-up generation failed")

@@ -147,7 +147,7 @@ async def _generate(server, ticket, ctx, prompt, max_new, temperature, cfg):
     lm = server.model.lm
     fim = lm.fim
     params = GenerationParams(max_new_tokens=max_new, temperature=temperature, top_p=cfg.top_p,
-                              stop_token_ids=tuple(fim.stop_token_ids) if fim else (),
+                              stop_token_ids=stop_ids(fim),
                               time_limit_s=cfg.request_timeout_ms / 1000)
     job = GenerationJob(prompt.ids, params, session=ticket.uri, cancel=ticket.new_job_event(),
                         stop_check=lambda ids: generation_can_stop(ctx, lm.decode(ids)),
@@ -177,6 +177,15 @@ async def _generate(server, ticket, ctx, prompt, max_new, temperature, cfg):
                "decode_ms": round(result.decode_ms, 2), "tokens": len(result.token_ids),
                "stop": "block_end" if job.stopped_early else result.stop_reason}
     return result, job, timings
+
+
+def stop_ids(fim) -> tuple[int, ...]:
+    """Ids that end a suggestion: the format's own stops and any of its control tokens (a model
+    that writes <fim_prefix> in the middle has left the middle)."""
+    if fim is None:
+        return ()
+    ids = [*fim.stop_token_ids, fim.prefix_token, fim.suffix_token, *fim.middle_tokens, fim.filename_token_id]
+    return tuple(dict.fromkeys(i for i in ids if i is not None))
 
 
 def _log_model_run(server, request_id, index, timings, prompt, result, shaped) -> None:
