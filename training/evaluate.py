@@ -1,0 +1,82 @@
+"""Held-out figures for the model card.
+
+    python -m training.evaluate training/runs/default/final
+
+prints (as JSON) the loss on the full held-out split in training's own FIM mix (the same rows as
+``train.py``'s final eval) and on the small fixed *sample* that tests/test_default_model.py recomputes
+on its own: the first ``SAMPLE_TOKENS`` tokens of each of the first ``SAMPLE_FILES`` held-out files
+(sorted by path) that have that many tokens, plain left-to-right text, fp32, mean cross-entropy in
+nats per predicted token. ``sample_sha256`` identifies the sample texts (the stdlib of another Python
+release gives other files, and the test skips).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+
+from training.data import split_files, stdlib_files
+
+SAMPLE_FILES = 8
+SAMPLE_TOKENS = 256
+
+
+def heldout_sample(tok: Tokenizer) -> tuple[torch.Tensor, str]:
+    _, held = split_files(stdlib_files())
+    rows, digest = [], hashlib.sha256()
+    for f in held:
+        ids = tok.encode(f.text, add_special_tokens=False).ids
+        if len(ids) >= SAMPLE_TOKENS:
+            rows.append(ids[:SAMPLE_TOKENS])
+            digest.update(f.rel_path.encode() + b"\0" + f.text.encode())
+        if len(rows) == SAMPLE_FILES:
+            break
+    return torch.tensor(rows), digest.hexdigest()
+
+
+@torch.no_grad()
+def mean_loss(model, rows: torch.Tensor, batch: int = 8) -> float:
+    total, count = 0.0, 0
+    for i in range(0, len(rows), batch):
+        x = rows[i : i + batch]
+        logits = model(input_ids=x).logits.float()
+        total += torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1), reduction="sum").item()
+        count += x[:, 1:].numel()
+    return total / count
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transformers import GPTBigCodeForCausalLM
+
+    from training.train import epoch_tensor
+    from training.data import documents
+
+    folder = Path((argv or sys.argv[1:])[0])
+    torch.set_num_threads(2)
+    model = GPTBigCodeForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    rows, digest = heldout_sample(tok)
+    seq_len = model.config.n_positions
+    _, held = split_files(stdlib_files())
+    held_rows = epoch_tensor(tok, documents(held, int(1.5 * seq_len * 3.6)), seq_len, seed=0, fim_rate=0.5)
+    out = {
+        "sample_loss": round(mean_loss(model, rows), 4),
+        "sample_sha256": digest,
+        "sample_tokens": int(rows.numel()),
+        "heldout_loss_fim_mix": round(mean_loss(model, held_rows), 4),
+        "heldout_tokens": int(held_rows.numel()),
+        "heldout_files": len(held),
+        "python": sys.version.split()[0],
+    }
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
