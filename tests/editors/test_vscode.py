@@ -11,6 +11,8 @@ import subprocess
 
 import pytest
 
+from .conftest import PYTHON
+
 pytestmark = pytest.mark.editor
 
 
@@ -32,3 +34,9 @@ def test_real_server_gives_inline_completions_over_vscode_protocol_stack(node, v
                                                                          server_command):
     env = dict(os.environ, INFILL_SERVER_CMD=json.dumps(server_command), INFILL_TEST_MODEL=str(tiny_model))
     run_node_tests(node, "out/test/protocol/", cwd=vscode_build, env=env)
+
+
+def test_extension_runs_against_real_server_with_vscode_stood_in(node, vscode_build, tiny_model):
+    """Compiled extension + real vscode-languageclient + real server; a recording fake for `vscode`."""
+    env = dict(os.environ, INFILL_TEST_PYTHON=PYTHON, INFILL_TEST_MODEL=str(tiny_model))
+    run_node_tests(node, "out/test/extension/", cwd=vscode_build, env=env)

@@ -16,9 +16,10 @@ import {
 } from "vscode-languageclient/node";
 import { changedKeys, reactionTo, serverOptions } from "./config";
 import { findServer, ServerNotFound } from "./serverPath";
-import { CompletionStats, ServerState, statusText } from "./stats";
+import { CompletionStats, ServerState, stateFromServerStats, statusText } from "./stats";
 
 const SECTION = "infill";
+const STATS_COMMAND = "infill.stats"; // the server's command: counters, model status, config
 
 let client: LanguageClient | undefined;
 let statusItem: vscode.StatusBarItem;
@@ -26,6 +27,8 @@ let output: vscode.LogOutputChannel;
 let state: ServerState = "stopped";
 let lastError = "";
 let stopping = false;
+let pollTimer: NodeJS.Timeout | undefined;
+const REQUEST_FAILED = "last request failed";
 const stats = new CompletionStats();
 
 function settings(): vscode.WorkspaceConfiguration {
@@ -75,11 +78,14 @@ function clientOptions(): LanguageClientOptions {
           const result = await next(document, position, context, token);
           const items = Array.isArray(result) ? result : result?.items ?? [];
           if (!token.isCancellationRequested) stats.record(Date.now() - started, items.length);
-          updateStatus(state === "error" ? "ready" : undefined);
+          // A request that works again clears an error that a request caused.
+          if (state === "error" && lastError.startsWith(REQUEST_FAILED)) updateStatus("ready", "");
+          else updateStatus();
           return result;
         } catch (err) {
+          if (token.isCancellationRequested) return null; // superseded by the next keystroke
           stats.recordError();
-          updateStatus("error", `last request failed: ${String(err)}`);
+          updateStatus("error", `${REQUEST_FAILED}: ${String(err)}`);
           return null;
         }
       },
@@ -100,7 +106,7 @@ async function startClient(): Promise<void> {
   client = new LanguageClient("infill", "infill-ls", server, clientOptions());
   client.onDidChangeState((event) => {
     if (event.newState === State.Starting) updateStatus("starting");
-    else if (event.newState === State.Running) updateStatus("ready");
+    else if (event.newState === State.Running) watchModel();
     else if (event.newState === State.Stopped && !stopping) updateStatus("error", "the server stopped");
   });
   updateStatus("starting");
@@ -111,7 +117,39 @@ async function startClient(): Promise<void> {
   }
 }
 
+function serverHasStats(): boolean {
+  const commands = client?.initializeResult?.capabilities.executeCommandProvider?.commands ?? [];
+  return commands.includes(STATS_COMMAND);
+}
+
+async function serverStats(): Promise<unknown> {
+  return client!.sendRequest("workspace/executeCommand", { command: STATS_COMMAND });
+}
+
+/** Show "loading model" until the server says its model is ready (or failed). */
+function watchModel(): void {
+  if (pollTimer) clearTimeout(pollTimer);
+  if (!client || !serverHasStats()) {
+    updateStatus("ready");
+    return;
+  }
+  const poll = async () => {
+    pollTimer = undefined;
+    if (!client || client.state !== State.Running) return;
+    try {
+      const { state: next, error } = stateFromServerStats(await serverStats());
+      updateStatus(next, error ?? "");
+      if (next === "loading") pollTimer = setTimeout(poll, 500);
+    } catch (err) {
+      updateStatus("error", `could not ask the server for its status: ${String(err)}`);
+    }
+  };
+  updateStatus("loading");
+  void poll();
+}
+
 async function stopClient(): Promise<void> {
+  if (pollTimer) clearTimeout(pollTimer);
   if (!client) return;
   stopping = true;
   try {
@@ -136,17 +174,16 @@ async function toggle(): Promise<void> {
 
 async function showStats(): Promise<void> {
   const lines = [`Client: ${stats.summary()}`];
-  const commands = client?.initializeResult?.capabilities.executeCommandProvider?.commands ?? [];
-  if (client && state === "ready" && commands.includes("infill.stats")) {
+  if (client && client.state === State.Running && serverHasStats()) {
     try {
-      const serverStats = await client.sendRequest("workspace/executeCommand", { command: "infill.stats" });
-      lines.push(`Server: ${JSON.stringify(serverStats)}`);
+      lines.push(`Server: ${JSON.stringify(await serverStats(), null, 2)}`);
     } catch (err) {
       lines.push(`Server stats unavailable: ${String(err)}`);
     }
   }
   output.info(lines.join("\n"));
-  void vscode.window.showInformationMessage(lines.join(" | "));
+  output.show(true);
+  void vscode.window.showInformationMessage(`infill-ls: ${stats.summary()} (details in the output panel)`);
 }
 
 async function onConfigurationChanged(event: vscode.ConfigurationChangeEvent): Promise<void> {
@@ -156,10 +193,11 @@ async function onConfigurationChanged(event: vscode.ConfigurationChangeEvent): P
       await restart();
       return;
     case "resend":
-      if (client && state === "ready") {
+      if (client && client.state === State.Running) {
         await client.sendNotification(DidChangeConfigurationNotification.type, {
           settings: { [SECTION]: serverOptions(settings()) },
         });
+        watchModel(); // a new model, device or dtype reloads it
       }
       updateStatus();
       return;

@@ -2,7 +2,24 @@
  * Completion statistics and status-bar text. Pure, so node can test it.
  */
 
-export type ServerState = "starting" | "ready" | "error" | "stopped";
+/** starting: the server process; loading: its model; ready; error; stopped. */
+export type ServerState = "starting" | "loading" | "ready" | "error" | "stopped";
+
+/** The server's model status (from its `infill.stats` command) as a client state. */
+export function stateFromServerStats(stats: unknown): { state: ServerState; error?: string } {
+  const model = (stats as { model?: { status?: string; error?: string | null } } | null)?.model;
+  switch (model?.status) {
+    case "ready":
+      return { state: "ready" };
+    case "failed":
+      return { state: "error", error: model.error ?? "the model failed to load" };
+    case "loading":
+    case "unloaded":
+      return { state: "loading" };
+    default:
+      return { state: "ready" }; // a server without model status: nothing to wait for
+  }
+}
 
 export class CompletionStats {
   requests = 0;
@@ -46,6 +63,8 @@ export function statusText(state: ServerState, enabled: boolean, lastLatencyMs?:
   switch (state) {
     case "starting":
       return "$(loading~spin) infill";
+    case "loading":
+      return "$(loading~spin) infill: loading model";
     case "error":
       return "$(error) infill";
     case "stopped":

@@ -1,6 +1,6 @@
 import * as assert from "node:assert/strict";
 import { test } from "node:test";
-import { CompletionStats, statusText } from "../../src/stats";
+import { CompletionStats, stateFromServerStats, statusText } from "../../src/stats";
 
 test("stats count requests, suggestions and errors and keep the last latency", () => {
   const stats = new CompletionStats();
@@ -29,4 +29,15 @@ test("status text shows the state and, once ready, the last latency", () => {
   assert.equal(statusText("ready", true), "$(check) infill");
   assert.equal(statusText("ready", true, 123.4), "$(check) infill 123 ms");
   assert.match(statusText("ready", false, 123), /off/);
+});
+
+test("the server's model status maps to loading, ready or error with its message", () => {
+  assert.deepEqual(stateFromServerStats({ model: { status: "loading" } }), { state: "loading" });
+  assert.deepEqual(stateFromServerStats({ model: { status: "unloaded" } }), { state: "loading" });
+  assert.deepEqual(stateFromServerStats({ model: { status: "ready" } }), { state: "ready" });
+  assert.deepEqual(stateFromServerStats({ model: { status: "failed", error: "no config.json in /m" } }), {
+    state: "error",
+    error: "no config.json in /m",
+  });
+  assert.match(statusText("loading", true), /loading model/);
 });

@@ -1,0 +1,117 @@
+/**
+ * The compiled extension with the real vscode-languageclient 11 and the real server; only
+ * VS Code is replaced by the recording stand-in of ../fakeVscode. This is what a user sees:
+ * status bar, ghost text from the inline completion provider, toggle, stats, errors.
+ *
+ * Needs INFILL_TEST_PYTHON (an interpreter with infill-ls installed, used as infill.serverPath)
+ * and INFILL_TEST_MODEL; tests/editors/test_vscode.py sets both.
+ */
+import * as assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { FakeDocument, FakeVscode, installFakeVscode, Position } from "../fakeVscode";
+
+const python = process.env.INFILL_TEST_PYTHON;
+const model = process.env.INFILL_TEST_MODEL;
+const skip = !python || !model ? "INFILL_TEST_PYTHON and INFILL_TEST_MODEL not set (run through pytest)" : false;
+
+let fake: FakeVscode;
+let extension: typeof import("../../src/extension");
+const doc = new FakeDocument("/tmp/infill-extension-test/add.py", "python", "import os\n\n\n");
+const token = { isCancellationRequested: false, onCancellationRequested: () => ({ dispose() {} }) };
+const AUTOMATIC = { triggerKind: 1, selectedCompletionInfo: undefined }; // vscode.InlineCompletionTriggerKind
+
+async function until(what: string, condition: () => boolean, limitMs = 60_000) {
+  const deadline = Date.now() + limitMs;
+  while (!condition()) {
+    if (Date.now() > deadline) {
+      throw new Error(`${what}: not after ${limitMs} ms; status ${JSON.stringify(fake.statusHistory)}; ` +
+        `messages ${JSON.stringify(fake.messages)}; output:\n${fake.output.slice(-20).join("\n")}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+function itemsOf(result: any): any[] {
+  if (!result) return [];
+  return Array.isArray(result) ? result : result.items;
+}
+
+/** Type text at the end of `line` as VS Code does: change event, then an inline completion request. */
+async function type(line: number, text: string) {
+  let result: unknown;
+  for (const ch of text) {
+    const lineText = doc.getText().split("\n")[line];
+    const event = doc.insert(new Position(line, lineText.length), ch);
+    for (const listener of fake.changeListeners) listener(event);
+    const provider = fake.inlineProviders[0];
+    result = await provider.provideInlineCompletionItems(doc, new Position(line, lineText.length + 1), AUTOMATIC, token);
+  }
+  return result;
+}
+
+before(async () => {
+  if (skip) return;
+  fake = installFakeVscode({
+    serverPath: python, model, device: "cpu", enable: true,
+    maxNewTokensSingleLine: 16, maxNewTokensMultiLine: 16,
+  }, [doc]);
+  extension = require("../../src/extension");
+  await extension.activate({ subscriptions: [] } as any);
+});
+
+after(async () => {
+  if (skip) return;
+  await extension.deactivate();
+  fake.uninstall();
+});
+
+test("activation starts the server; the status bar shows loading, then ready", { skip }, async () => {
+  for (const id of ["infill.restart", "infill.toggle", "infill.showStats"]) assert.ok(fake.commands.has(id), id);
+  await until("status ready", () => /\$\(check\) infill/.test(fake.statusItem.text ?? ""));
+  const loading = fake.statusHistory.findIndex((t) => /loading/.test(t));
+  const ready = fake.statusHistory.findIndex((t) => /check/.test(t));
+  assert.ok(loading >= 0 && loading < ready, `status went ${JSON.stringify(fake.statusHistory)}`);
+  assert.equal(fake.inlineProviders.length, 1, "vscode-languageclient registered no inline completion provider");
+});
+
+test("typing gets a suggestion through the registered provider; the status bar shows its latency", { skip }, async () => {
+  const result = await type(2, "def add(a, b):");
+  const items = itemsOf(result);
+  assert.ok(items.length >= 1, `no suggestion; output:\n${fake.output.slice(-10).join("\n")}`);
+  const first = items[0];
+  const text = typeof first.insertText === "string" ? first.insertText : first.insertText.value;
+  assert.ok(text.length > 0);
+  assert.equal(first.range.start.line, 2);
+  assert.match(fake.statusItem.text ?? "", /infill \d+ ms$/);
+});
+
+test("toggle turns suggestions off (no request) and on again", { skip }, async () => {
+  await fake.commands.get("infill.toggle")!();
+  assert.equal(fake.settings.enable, false);
+  assert.match(fake.statusItem.text ?? "", /off/);
+  const provider = fake.inlineProviders[0];
+  const off = await provider.provideInlineCompletionItems(doc, new Position(2, 14), AUTOMATIC, token);
+  assert.equal(itemsOf(off).length, 0);
+  await fake.commands.get("infill.toggle")!();
+  assert.equal(fake.settings.enable, true);
+  const on = await provider.provideInlineCompletionItems(doc, new Position(2, 14), AUTOMATIC, token);
+  assert.ok(itemsOf(on).length >= 1);
+});
+
+test("show stats puts the client's and the server's figures in the output", { skip }, async () => {
+  await fake.commands.get("infill.showStats")!();
+  const text = fake.output.join("\n");
+  assert.match(text, /Client: requests \d+/);
+  assert.match(text, /"status": "ready"/);
+  assert.ok(fake.messages.some((m) => /infill-ls: requests/.test(m.text)));
+});
+
+test("a model that cannot load shows the server's error; fixing the setting recovers", { skip }, async () => {
+  await fake.changeSettings({ model: "/nonexistent/model-folder" });
+  await until("status error", () => /error/.test(fake.statusItem.text ?? ""));
+  assert.ok(fake.messages.some((m) => m.kind === "showErrorMessage" && m.text.includes("/nonexistent/model-folder")),
+    JSON.stringify(fake.messages));
+  assert.match(fake.statusItem.tooltip ?? "", /nonexistent/);
+  await fake.changeSettings({ model });
+  await until("status ready again", () => /\$\(check\)/.test(fake.statusItem.text ?? ""));
+});
