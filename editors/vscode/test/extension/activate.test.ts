@@ -8,6 +8,7 @@
  */
 import * as assert from "node:assert/strict";
 import { after, before, test } from "node:test";
+import { CancellationTokenSource } from "vscode-languageserver-protocol";
 import { FakeDocument, FakeVscode, installFakeVscode, Position } from "../fakeVscode";
 
 const python = process.env.INFILL_TEST_PYTHON;
@@ -36,17 +37,26 @@ function itemsOf(result: any): any[] {
   return Array.isArray(result) ? result : result.items;
 }
 
-/** Type text at the end of `line` as VS Code does: change event, then an inline completion request. */
+/**
+ * Type text at the end of `line` as VS Code does: a change event per key, each followed by an
+ * inline completion request that the next key cancels; the last one is answered.
+ */
 async function type(line: number, text: string) {
-  let result: unknown;
+  const provider = fake.inlineProviders[0];
+  let previous: CancellationTokenSource | undefined;
+  let last: Promise<unknown> | undefined;
   for (const ch of text) {
+    previous?.cancel();
     const lineText = doc.getText().split("\n")[line];
     const event = doc.insert(new Position(line, lineText.length), ch);
     for (const listener of fake.changeListeners) listener(event);
-    const provider = fake.inlineProviders[0];
-    result = await provider.provideInlineCompletionItems(doc, new Position(line, lineText.length + 1), AUTOMATIC, token);
+    previous = new CancellationTokenSource();
+    last = Promise.resolve(
+      provider.provideInlineCompletionItems(doc, new Position(line, lineText.length + 1), AUTOMATIC, previous.token),
+    );
+    last.catch(() => undefined);
   }
-  return result;
+  return await last;
 }
 
 before(async () => {
