@@ -1,0 +1,110 @@
+"""Prompt building on a tiny StarCoder-like checkpoint: layouts per family, budgets, and the
+property that typing at the cursor only changes the end of the prompt (so the KV cache stays valid)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from inference.loader import load_model
+from lsp_server.context import CursorContext
+from lsp_server.prompt import BLOCK_LINES, Budget, PromptBuilder, prefix_pieces, suffix_pieces
+from tests.checkpoints import make_codegen, make_gpt_bigcode
+
+SOURCE = Path(textwrap.__file__).read_text()
+
+
+@pytest.fixture(scope="module")
+def starcoder(tmp_path_factory):
+    return load_model(make_gpt_bigcode(tmp_path_factory.mktemp("p") / "sc", n_positions=1024))
+
+
+@pytest.fixture(scope="module")
+def codegen(tmp_path_factory):
+    return load_model(make_codegen(tmp_path_factory.mktemp("p") / "cg"))
+
+
+def common_prefix(a, b) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def test_pieces_cover_the_text_and_cut_before_line_breaks():
+    prefix = "".join(f"line {i}\n" for i in range(50)) + "cur"
+    spans = list(prefix_pieces(prefix))
+    assert "".join(prefix[a:b] for a, b in reversed(spans)) == prefix
+    assert all(prefix[a] == "\n" for a, _ in spans[:-1])  # every cut sits just before a line break
+    # blocks are aligned to absolute line numbers: the cut lines are multiples of BLOCK_LINES
+    cut_lines = [prefix[:a].count("\n") + 1 for a, _ in spans[1:-1]]
+    assert all(n % BLOCK_LINES == 0 for n in cut_lines[1:])
+    suffix = "rest\n" + "".join(f"s {i}\n" for i in range(40))
+    sspans = list(suffix_pieces(suffix))
+    assert "".join(suffix[a:b] for a, b in sspans) == suffix
+    after = [suffix[a:].count("\n") - 1 for a, _ in sspans[1:]]  # line breaks after the cut one
+    assert all(n % BLOCK_LINES == 0 for n in after)  # aligned to the end of the file
+
+
+def test_spm_layout_for_starcoder_puts_the_suffix_first(starcoder):
+    b = PromptBuilder(starcoder)
+    assert b.layout == "spm"
+    ctx = CursorContext("def f(x):\n    return ", "\n\nprint(f(1))\n")
+    p = b.build(ctx, Budget(200, 50))
+    fim = starcoder.fim
+    assert p.ids[:2] == [fim.prefix_token, fim.suffix_token]
+    middle = p.ids.index(fim.middle_tokens[0])
+    assert starcoder.decode(p.ids[2:middle]) == ctx.suffix
+    assert starcoder.decode(p.ids[middle + 1:]) == ctx.prefix
+
+
+def test_prefix_only_for_left_to_right_families(codegen):
+    b = PromptBuilder(codegen)
+    assert b.layout == "prefix"
+    p = b.build(CursorContext("x = 1\ny = ", "\nz = 3\n"), Budget(100, 0))
+    assert codegen.decode(p.ids) == "x = 1\ny = " and p.suffix_tokens == 0
+
+
+def test_budget_is_respected_and_the_cut_is_at_a_line_start(starcoder):
+    b = PromptBuilder(starcoder)
+    cursor = SOURCE.index("def dedent")
+    ctx = CursorContext(SOURCE[:cursor], SOURCE[cursor:])
+    budget = Budget.for_model(starcoder.max_context, 0, 64, 0.25, "spm")
+    p = b.build(ctx, budget)
+    assert p.prefix_tokens <= budget.prefix_tokens and p.suffix_tokens <= budget.suffix_tokens
+    assert len(p.ids) + 64 <= starcoder.max_context
+    if p.prefix_chars > 0:
+        kept = ctx.prefix[-p.prefix_chars:]
+        assert ctx.prefix[-p.prefix_chars - 1] == "\n"  # starts at the beginning of a line
+
+
+def test_typing_at_the_cursor_only_changes_the_end_of_the_prompt(starcoder):
+    b = PromptBuilder(starcoder)
+    budget = Budget.for_model(starcoder.max_context, 0, 64, 0.25, "spm")
+    start = SOURCE.index("def dedent")
+    typed = SOURCE[start:start + 400]
+    rest = SOURCE[start + 400:]
+    prev = None
+    full_rebuilds = 0
+    changed_tail = []
+    for i in range(1, len(typed) + 1):
+        ids = b.build(CursorContext(SOURCE[:start] + typed[:i], rest), budget).ids
+        if prev is not None:
+            keep = common_prefix(prev, ids)
+            changed_tail.append(len(ids) - keep)
+            full_rebuilds += keep < len(ids) // 2
+        prev = ids
+    # the prompt's start moves only in large steps: almost every keystroke keeps nearly all of it
+    assert full_rebuilds <= len(typed) // 40
+    assert sorted(changed_tail)[len(changed_tail) // 2] <= 3
+
+
+def test_codegen2_style_suffix_is_kept_short():
+    budget = Budget.for_model(2048, 0, 64, 0.5, "psm")
+    assert budget.suffix_tokens <= 48 and budget.prefix_tokens > 1500
+    assert Budget.for_model(2048, 0, 64, 0.5, "prefix").suffix_tokens == 0
+    assert Budget.for_model(2048, 512, 64, 0.25, "spm").prefix_tokens + 64 < 512
