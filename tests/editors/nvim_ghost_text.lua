@@ -1,0 +1,149 @@
+-- Drives Neovim like a user, against the real infill-ls server (run by test_neovim.py):
+--   nvim --headless -u NONE -i NONE -S nvim_ghost_text.lua
+-- Environment: INFILL_REPO, INFILL_SERVER_CMD (JSON list), INFILL_TEST_MODEL, INFILL_WORKDIR,
+-- INFILL_RESULT (where the JSON report goes). Every wait is bounded; a watchdog quits after 90 s.
+local env = vim.env
+local report = { steps = {} }
+
+local function finish(code)
+  local f = assert(io.open(env.INFILL_RESULT, "w"))
+  f:write(vim.json.encode(report))
+  f:close()
+  vim.cmd(code == 0 and "qa!" or "cq!")
+end
+
+vim.defer_fn(function()
+  report.error = "watchdog: the scenario did not finish in 90 s"
+  finish(1)
+end, 90000)
+
+vim.opt.rtp:prepend(env.INFILL_REPO .. "/editors/nvim")
+vim.cmd("filetype on")
+vim.o.swapfile = false
+
+local infill = require("infill")
+local ghost = require("infill.ghost")
+infill.setup({
+  cmd = vim.json.decode(env.INFILL_SERVER_CMD),
+  server = { model = env.INFILL_TEST_MODEL, device = "cpu", maxNewTokensSingleLine = 16, maxNewTokensMultiLine = 16 },
+  debounce_ms = 30,
+})
+
+local path = env.INFILL_WORKDIR .. "/add.py"
+local f = assert(io.open(path, "w"))
+f:write("import os\n\n\n")
+f:close()
+vim.cmd("edit " .. vim.fn.fnameescape(path))
+local buf = vim.api.nvim_get_current_buf()
+report.filetype = vim.bo[buf].filetype
+
+local function sleep(ms)
+  local co = coroutine.running()
+  vim.defer_fn(function() coroutine.resume(co) end, ms)
+  coroutine.yield()
+end
+
+local function wait_for(what, cond, limit_ms)
+  local waited = 0
+  while not cond() do
+    if waited > (limit_ms or 20000) then
+      error("timed out waiting for " .. what)
+    end
+    sleep(20)
+    waited = waited + 20
+  end
+end
+
+local function keys(k)
+  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes(k, true, false, true), "t", false)
+end
+
+local function client()
+  return vim.lsp.get_clients({ bufnr = buf, name = "infill-ls" })[1]
+end
+
+local function marks()
+  return vim.api.nvim_buf_get_extmarks(buf, ghost.namespace, 0, -1, { details = true })
+end
+
+--- The ghost text as the user sees it: first line (virt_text) + following lines (virt_lines).
+local function shown()
+  local m = marks()[1]
+  if not m then
+    return nil
+  end
+  local d = m[4]
+  local parts = { d.virt_text and d.virt_text[1][1] or "" }
+  for _, vl in ipairs(d.virt_lines or {}) do
+    table.insert(parts, vl[1][1])
+  end
+  return table.concat(parts, "\n")
+end
+
+local function lines()
+  return vim.api.nvim_buf_get_lines(buf, 0, -1, false)
+end
+
+local function step(name, value)
+  table.insert(report.steps, { name = name, value = value })
+end
+
+local function scenario()
+  wait_for("the server to attach", function() return client() and client().initialized end)
+  wait_for("the model to load", function()
+    local res = client():request_sync("workspace/executeCommand", { command = "infill.stats" }, 5000, buf)
+    local status = res and res.result and res.result.model and res.result.model.status
+    if status == "failed" then
+      error("model failed to load: " .. vim.inspect(res.result.model.error))
+    end
+    return status == "ready"
+  end, 60000)
+
+  -- 1. Type a line in insert mode: ghost text appears at the cursor.
+  keys("Gidef add(a, b):")
+  wait_for("ghost text after typing", function() return shown() ~= nil end)
+  local first = shown()
+  step("typed", { lines = lines(), ghost = first, mark = marks()[1] })
+
+  -- 2. Leaving insert mode clears it.
+  keys("<Esc>")
+  wait_for("insert mode to end", function() return vim.api.nvim_get_mode().mode == "n" end)
+  step("after_esc", { marks = #marks() })
+
+  -- 3. Entering insert mode at the end of the line asks again.
+  keys("A")
+  wait_for("ghost text on InsertEnter", function() return shown() ~= nil end)
+  step("insert_enter", { ghost = shown() })
+
+  -- 4. Moving the cursor clears it.
+  keys("<Left>")
+  wait_for("the cursor to move", function() return vim.api.nvim_win_get_cursor(0)[2] == #"def add(a, b)" end)
+  sleep(100)
+  step("after_move", { marks = #marks() })
+
+  -- 5. Retype the last character; accept one word, then the rest.
+  keys("<End><BS>:")
+  wait_for("ghost text after retyping", function() return shown() ~= nil end)
+  local suggestion = shown()
+  local before = lines()
+  keys("<M-Right>")
+  wait_for("one word accepted", function() return not vim.deep_equal(lines(), before) end)
+  step("after_word", { lines = lines(), ghost = shown() })
+  keys("<Tab>")
+  wait_for("the rest accepted", function() return shown() == nil end)
+  sleep(50)
+  step("accepted", { suggestion = suggestion, before = before, lines = lines(), cursor = vim.api.nvim_win_get_cursor(0),
+                     mode = vim.api.nvim_get_mode().mode })
+  keys("<Esc>")
+  report.stats = ghost.stats
+end
+
+vim.schedule(function()
+  coroutine.wrap(function()
+    local ok, err = pcall(scenario)
+    if not ok then
+      report.error = tostring(err)
+    end
+    finish(ok and 0 or 1)
+  end)()
+end)

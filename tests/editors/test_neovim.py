@@ -1,0 +1,74 @@
+"""Neovim (0.11, headless) with editors/nvim against the real server: type, see ghost text,
+leave insert mode or move and it goes, accept a word, accept the rest, and the buffer holds it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.editor
+
+SCRIPT = Path(__file__).with_name("nvim_ghost_text.lua")
+
+
+@pytest.fixture(scope="module")
+def nvim_run(nvim, tiny_model, server_command, tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp("nvim")
+    result = work / "result.json"
+    env = dict(os.environ, INFILL_REPO=str(REPO), INFILL_SERVER_CMD=json.dumps(server_command),
+               INFILL_TEST_MODEL=str(tiny_model), INFILL_WORKDIR=str(work), INFILL_RESULT=str(result))
+    proc = subprocess.run([nvim, "--headless", "-u", "NONE", "-i", "NONE", "-n", "-S", str(SCRIPT)],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert result.exists(), f"nvim wrote no report (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    report = json.loads(result.read_text())
+    assert "error" not in report, f"{report.get('error')}\nsteps: {report.get('steps')}\n{proc.stderr}"
+    assert proc.returncode == 0, proc.stderr
+    return {s["name"]: s["value"] for s in report["steps"]} | {"filetype": report["filetype"],
+                                                               "stats": report["stats"]}
+
+
+TYPED = "def add(a, b):"
+
+
+def test_typing_shows_ghost_text_at_the_cursor(nvim_run):
+    assert nvim_run["filetype"] == "python"
+    typed = nvim_run["typed"]
+    assert typed["lines"] == ["import os", "", TYPED]
+    assert typed["ghost"], "empty ghost text"
+    _, row, col, details = typed["mark"]
+    assert (row, col) == (2, len(TYPED)), "ghost text is not at the cursor"
+    if details.get("virt_text"):  # the rest of the line, drawn inside it at the cursor
+        assert details["virt_text_pos"] == "inline"
+        assert details["virt_text"][0][1] == "InfillGhostText"
+    assert len(details.get("virt_lines", [])) == typed["ghost"].count("\n")
+
+
+def test_leaving_insert_mode_and_moving_the_cursor_clear_the_ghost_text(nvim_run):
+    assert nvim_run["after_esc"]["marks"] == 0
+    assert nvim_run["insert_enter"]["ghost"] == nvim_run["typed"]["ghost"], "entering insert mode asks again"
+    assert nvim_run["after_move"]["marks"] == 0
+
+
+def test_accepting_a_word_then_the_rest_puts_the_suggestion_in_the_buffer(nvim_run):
+    accepted = nvim_run["accepted"]
+    suggestion, before = accepted["suggestion"], accepted["before"]
+    assert before == ["import os", "", TYPED]
+    full = "\n".join(before) + suggestion
+
+    after_word = nvim_run["after_word"]
+    word_text = "\n".join(after_word["lines"])
+    assert word_text != "\n".join(before), "accept-word inserted nothing"
+    if after_word["ghost"] is not None:  # the rest stays shown, and is exactly what is left
+        assert word_text + after_word["ghost"] == full
+
+    assert "\n".join(accepted["lines"]) == full
+    last_line = full.split("\n")[-1]
+    assert accepted["cursor"] == [len(accepted["lines"]), len(last_line.encode())], "cursor not after the text"
+    assert accepted["mode"] == "i"
+    assert nvim_run["stats"]["accepted"] >= 1
