@@ -71,6 +71,12 @@ class InfillServer(LanguageServer):
     def next_request_id(self) -> int:
         return next(self._ids)
 
+    def report_server_error(self, error: Exception, source) -> None:
+        """pygls reports failures outside a request's answer (a bad notification, unparsable JSON)
+        here; log them instead of popping an error in the editor for each."""
+        log.warning("protocol error (%s): %s", getattr(source, "__name__", source), error)
+        self.client_log.log("warning", f"protocol error: {type(error).__name__}: {error}")
+
     # -- configuration
     def apply_options(self, raw, initial: bool = False) -> list[str]:
         config, warnings, ignored = parse_config(raw, self.config)
@@ -94,6 +100,8 @@ class InfillServer(LanguageServer):
 
     # -- documents
     def did_change(self, params: types.DidChangeTextDocumentParams) -> None:
+        # the document changed: whatever the model is computing for it is stale
+        self.scheduler.cancel_document(params.text_document.uri)
         doc = self.docs.get(params.text_document.uri)
         if doc is None:
             self.client_log.log("debug", f"change for a document that is not open: {params.text_document.uri}")
