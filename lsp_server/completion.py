@@ -195,5 +195,5 @@ def _log_model_run(server, request_id, index, timings, prompt, result, shaped) -
     fields = " ".join(f"{k}={v}" for k, v in timings.items())
     line = f"completion #{request_id}.{index} {fields}"
     if log.text_allowed:
-        line += f" prompt={server.model.lm.decode(prompt.ids)!r} raw={result.text!r} shown={shaped.text!r}"
+        line += f" prompt={server.model.builder.decode(prompt.ids)!r} raw={result.text!r} shown={shaped.text!r}"
     log.log("info", line)

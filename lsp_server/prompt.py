@@ -24,6 +24,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterator
 
+from tokenizers import Tokenizer
+
 from lsp_server.context import CursorContext
 
 BLOCK_LINES = 16  # prefix/suffix cut granularity, in lines
@@ -75,6 +77,24 @@ class PromptBuilder:
             self.layout = "psm"
         self.bos_ids = list(getattr(lm, "bos_ids", []))
         self._pieces: OrderedDict[str, list[int]] = OrderedDict()
+        # A tokenizer of our own: prompts are built on the event loop while the worker thread
+        # decodes with the model's; the two never share one (mutable) tokenizer object.
+        self._tokenizer = None
+        tok = getattr(lm, "tokenizer", None)
+        if isinstance(tok, Tokenizer):
+            self._tokenizer = Tokenizer.from_str(tok.to_str())
+            self._tokenizer.encode_special_tokens = True  # "<fim_prefix>" typed in a file is text
+
+    def _encode(self, text: str) -> list[int]:
+        if self._tokenizer is not None:
+            return self._tokenizer.encode(text, add_special_tokens=False).ids
+        encode = getattr(self.lm, "encode_plain", None)
+        return encode(text) if encode is not None else self._strip_bos(self.lm.encode(text))
+
+    def decode(self, ids: list[int]) -> str:
+        if self._tokenizer is not None:
+            return self._tokenizer.decode(list(ids), skip_special_tokens=False)
+        return self.lm.decode(ids)
 
     # -- tokenization of pieces (cached: blocks away from the cursor never change while typing)
     def encode_piece(self, text: str) -> list[int]:
@@ -84,8 +104,7 @@ class PromptBuilder:
         if ids is not None:
             self._pieces.move_to_end(text)
             return ids
-        encode = getattr(self.lm, "encode_plain", None)
-        ids = encode(text) if encode is not None else self._strip_bos(self.lm.encode(text))
+        ids = self._encode(text)
         self._pieces[text] = ids
         if len(self._pieces) > PIECE_CACHE_SIZE:
             self._pieces.popitem(last=False)

@@ -10,10 +10,12 @@ import asyncio
 import itertools
 import logging
 
+import cattrs
 from lsprotocol import types
 from pygls.capabilities import ServerCapabilitiesBuilder
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
+from pygls.protocol.json_rpc import JsonRPCNotification, JsonRPCRequestMessage
 
 from inference.worker import InferenceWorker
 from lsp_server import completion, model_state
@@ -31,10 +33,53 @@ log = logging.getLogger(__name__)
 COMPLETION_TRIGGER_CHARACTERS = [".", "(", "[", "{", ",", ":", "=", " "]
 
 
+class _Dropped:
+    """A message that was answered (or dropped) while being parsed; handle_message skips it."""
+
+    jsonrpc = None
+
+
 class InfillProtocol(LanguageServerProtocol):
-    """Document sync goes to the server's own DocumentStore (not pygls' workspace copy)."""
+    """Document sync goes to the server's own DocumentStore (not pygls' workspace copy).
+
+    Per the LSP spec, a request whose params do not fit its method is answered with InvalidParams
+    (pygls would only log it and leave the client waiting), and requests before `initialize` are
+    answered with ServerNotInitialized; notifications then are dropped (except `exit`)."""
 
     _server: "InfillServer"
+    _initialize_seen = False
+
+    def structure_message(self, data):
+        method = data.get("method") if "jsonrpc" in data else None
+        if not isinstance(method, str) or "error" in data:
+            return super().structure_message(data)
+        msg_id = data.get("id")
+        fallback = JsonRPCRequestMessage if "id" in data else JsonRPCNotification
+        try:
+            return self._converter.structure(data, self.get_message_type(method) or fallback)
+        except Exception as e:  # noqa: BLE001 - cattrs errors of any shape
+            where = "; ".join(cattrs.transform_error(e)) if isinstance(e, cattrs.BaseValidationError) else str(e)
+            log.warning("invalid params for %s (%s): %s", method, "request" if "id" in data else "notification",
+                        where[:300])
+            if "id" in data and isinstance(msg_id, (int, str)):
+                self._send_response(msg_id, error=types.ResponseError(
+                    code=types.ErrorCodes.InvalidParams, message=f"invalid params for {method}: {where[:300]}"))
+            return _Dropped()
+
+    def handle_message(self, message):
+        if isinstance(message, _Dropped):
+            return None
+        method = getattr(message, "method", None)
+        if method == types.INITIALIZE:
+            self._initialize_seen = True
+        elif not self._initialize_seen and method is not None and method != types.EXIT:
+            if getattr(message, "id", None) is not None:
+                self._send_response(message.id, error=types.ResponseError(
+                    code=types.ErrorCodes.ServerNotInitialized, message=f"{method} before initialize"))
+            else:
+                log.warning("dropped %s: it came before initialize", method)
+            return None
+        return super().handle_message(message)
 
     @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
     def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):

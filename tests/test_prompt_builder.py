@@ -108,3 +108,11 @@ def test_codegen2_style_suffix_is_kept_short():
     assert budget.suffix_tokens <= 48 and budget.prefix_tokens > 1500
     assert Budget.for_model(2048, 0, 64, 0.5, "prefix").suffix_tokens == 0
     assert Budget.for_model(2048, 512, 64, 0.25, "spm").prefix_tokens + 64 < 512
+
+
+def test_builder_tokenizes_like_the_model_and_keeps_special_token_text_plain(starcoder):
+    b = PromptBuilder(starcoder)
+    for text in ["def f(x):\n    return x", "s = '<fim_prefix>' + '<|endoftext|>'", "漢字 😀\n\t"]:
+        assert b.encode_piece(text) == starcoder.encode_plain(text)
+        assert b.decode(b.encode_piece(text)) == text
+    assert starcoder.fim.prefix_token not in b.encode_piece("<fim_prefix>")
