@@ -108,7 +108,10 @@ class InferenceWorker:
             try:
                 fut.set_result(getattr(self, "_do_" + kind)(arg))
             except BaseException as e:  # noqa: BLE001 - a job's failure must not end the worker
-                log.exception("inference worker: %s job failed", kind)
+                if type(e).__name__ == "ModelError":  # a user error with its own clear message
+                    log.warning("inference worker: %s job failed: %s", kind, e)
+                else:
+                    log.exception("inference worker: %s job failed", kind)
                 fut.set_exception(e)
             finally:
                 self.busy_since = None

@@ -72,7 +72,8 @@ async def load(server, config: Config, force: bool = False) -> None:
             if isinstance(e, asyncio.TimeoutError):
                 reason = f"still not loaded after {LOAD_TIMEOUT_S:.0f} s"
             state.status, state.error = "failed", reason
-            message = (f"infill-ls: could not load the model {where}: {reason}. Completions are off "
+            what = "the model" if config.model and config.model in reason else f"the model {where}"
+            message = (f"infill-ls: could not load {what}: {reason}. Completions are off "
                        "until the 'model' option is fixed.")
             server.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=message))
             server.client_log.log("error", message)
