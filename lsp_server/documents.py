@@ -84,7 +84,10 @@ class Document:
             end = self.clamped_offset(el, ec, encoding)
             if end < start:
                 start, end = end, start
+            old_starts = self.line_starts
             self.text = self.text[:start] + text + self.text[end:]
+            self._line_starts = _updated_line_starts(old_starts, self.text, start, end, len(text))
+            return
         self._line_starts = None
 
 
@@ -105,3 +108,22 @@ class DocumentStore:
 
     def __len__(self) -> int:
         return len(self._docs)
+
+
+def _updated_line_starts(starts: list[int], new_text: str, start: int, end: int, inserted: int) -> list[int]:
+    """Line starts after [start, end) was replaced by `inserted` characters, recomputing only the
+    lines around the edit (one line either side, so a "\r" + "\n" pair joined or split by the
+    edit is seen whole)."""
+    import bisect
+
+    i = bisect.bisect_right(starts, start) - 1
+    j = bisect.bisect_right(starts, end) - 1
+    delta = inserted - (end - start)
+    lo_index = max(i - 1, 0)
+    lo = starts[lo_index]
+    if j + 2 < len(starts):
+        hi, tail = starts[j + 2] + delta, starts[j + 3:]
+    else:
+        hi, tail = len(new_text), []
+    region = [m.end() for m in LINE_BREAK.finditer(new_text, lo, hi)]
+    return starts[: lo_index + 1] + region + [s + delta for s in tail]

@@ -51,3 +51,19 @@ def test_selected_completion_item_is_applied_to_the_context():
     text = "obj.ap\n"
     ctx = context_at(text, 6, replace=(4, 6, "append"))
     assert ctx.prefix == "obj.append" and ctx.suffix == "\n"
+
+
+def test_incremental_line_starts_match_a_full_recount_after_random_edits():
+    import random
+
+    from lsp_server.documents import LINE_BREAK
+
+    rng = random.Random(0)
+    alphabet = ["a", "\n", "\r", "\r\n", "😀", "漢", "\t", ""]
+    for _ in range(1500):
+        doc = Document("file:///r", "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))))
+        for _ in range(4):
+            n = doc.line_count
+            ins = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 4)))
+            doc.apply_change(ins, ((rng.randint(0, n), rng.randint(0, 5)), (rng.randint(0, n), rng.randint(0, 5))))
+            assert doc.line_starts == [0] + [m.end() for m in LINE_BREAK.finditer(doc.text)]
