@@ -1,0 +1,31 @@
+"""Emacs 28 + eglot 1.9 in batch mode with editors/emacs/infill.el against the real server:
+completion-at-point through eglot inserts the suggestion; infill-mode shows it as an overlay while
+typing, C-g dismisses, moving clears, M-<right> takes a word and TAB the rest."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.editor
+
+SCRIPT = Path(__file__).with_name("emacs_infill_test.el")
+
+
+def test_infill_el_passes_its_ert_tests_in_emacs_batch(emacs, tiny_model, server_command, tmp_path):
+    env = dict(os.environ, INFILL_REPO=str(REPO), INFILL_SERVER_CMD=json.dumps(server_command),
+               INFILL_TEST_MODEL=str(tiny_model), INFILL_WORKDIR=str(tmp_path))
+    proc = subprocess.run([emacs, "--batch", "-l", str(SCRIPT), "-f", "ert-run-tests-batch-and-exit"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    ran = re.search(r"Ran (\d+) tests, (\d+) results as expected, (\d+) unexpected", out)
+    assert ran, out[-6000:]
+    assert int(ran.group(1)) == int(ran.group(2)) >= 3 and ran.group(3) == "0", out[-6000:]
