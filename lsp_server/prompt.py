@@ -84,6 +84,11 @@ class PromptBuilder:
         if isinstance(tok, Tokenizer):
             self._tokenizer = Tokenizer.from_str(tok.to_str())
             self._tokenizer.encode_special_tokens = True  # "<fim_prefix>" typed in a file is text
+        # Byte-level BPE encodes pieces split before a line break exactly like the whole text;
+        # SentencePiece-style tokenizers (XGLM's Metaspace) mark the start of every encoded text,
+        # so for them the window is cut the same way but encoded in one go.
+        probe = ("x = 1", "\ny = 2", "\n    z")
+        self.concatenative = (sum((self._encode(p) for p in probe), []) == self._encode("".join(probe)))
 
     def _encode(self, text: str) -> list[int]:
         if self._tokenizer is not None:
@@ -139,6 +144,9 @@ class PromptBuilder:
             line_start = kept_from + (2 if prefix.startswith("\r\n", kept_from) else 1)
             chosen[0] = self.encode_piece(prefix[line_start:first_span[1]])
             kept_from = line_start
+        if not self.concatenative:
+            ids = self._encode(prefix[kept_from:])
+            return ids[max(0, len(ids) - budget):], len(prefix) - kept_from
         return [t for piece in chosen for t in piece], len(prefix) - kept_from
 
     def suffix_ids(self, suffix: str, budget: int) -> tuple[list[int], int]:
@@ -154,6 +162,8 @@ class PromptBuilder:
                 break
             chosen.extend(ids)
             kept_to = end
+        if not self.concatenative:
+            return self._encode(suffix[:kept_to])[:budget], kept_to
         return chosen, kept_to
 
     def build(self, ctx: CursorContext, budget: Budget) -> Prompt:

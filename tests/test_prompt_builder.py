@@ -116,3 +116,23 @@ def test_builder_tokenizes_like_the_model_and_keeps_special_token_text_plain(sta
         assert b.encode_piece(text) == starcoder.encode_plain(text)
         assert b.decode(b.encode_piece(text)) == text
     assert starcoder.fim.prefix_token not in b.encode_piece("<fim_prefix>")
+
+
+def test_codegen2_uses_prefix_first_with_a_short_suffix_and_xglm_keeps_its_leading_token(tmp_path):
+    from tests.checkpoints import make_codegen2, make_xglm
+
+    cg2 = load_model(make_codegen2(tmp_path / "cg2"))
+    b = PromptBuilder(cg2)
+    assert b.layout == "psm"
+    suffix = "".join(f"    line_{i} = {i}\n" for i in range(200))
+    budget = Budget.for_model(cg2.max_context, 0, 32, 0.5, b.layout)
+    p = b.build(CursorContext("def f():\n    x = ", "\n" + suffix), budget)
+    fim = cg2.fim
+    assert p.ids[-len(fim.middle_tokens):] == list(fim.middle_tokens)
+    assert 0 < p.suffix_tokens <= 48  # typing re-prefills the suffix: it stays short
+    assert cg2.decode(p.ids[:p.prefix_tokens]) == "def f():\n    x = "
+
+    xglm = load_model(make_xglm(tmp_path / "xglm"))
+    bx = PromptBuilder(xglm)
+    px = bx.build(CursorContext("a = 1\nb = ", ""), Budget.for_model(xglm.max_context, 0, 32, 0.25, bx.layout))
+    assert bx.layout == "prefix" and px.ids == xglm.encode("a = 1\nb = ")  # one leading </s>, as the model expects
