@@ -27,6 +27,9 @@ infill.setup({
   cmd = vim.json.decode(env.INFILL_SERVER_CMD),
   server = { model = env.INFILL_TEST_MODEL, device = "cpu", maxNewTokensSingleLine = 16, maxNewTokensMultiLine = 16 },
   debounce_ms = 30,
+  -- The ghost text this plugin draws (what Neovim 0.10/0.11 use); 0.12+ would otherwise
+  -- switch to the built-in vim.lsp.inline_completion, which this scenario does not inspect.
+  implementation = "plugin",
 })
 
 local path = env.INFILL_WORKDIR .. "/add.py"

@@ -17,10 +17,10 @@ local defaults = {
   },
   root_markers = { ".git", "pyproject.toml", "package.json", "Cargo.toml", "go.mod", "Makefile" },
   -- Server options, sent as initializationOptions (and on :InfillSet): model, device, dtype,
-  -- maxNewTokens, temperature, debounceMs, contextTokens. Empty: the server's defaults.
+  -- maxNewTokensSingleLine, maxNewTokensMultiLine, temperature, ... Empty: the server's defaults.
   server = {},
   -- "auto": built-in vim.lsp.inline_completion on 0.12+, own ghost text before.
-  -- "plugin": always the plugin's ghost text.
+  -- "plugin": always the plugin's ghost text (0.10+).
   implementation = "auto",
   debounce_ms = 150,
   keymaps = {
@@ -36,7 +36,7 @@ local defaults = {
 M.config = vim.deepcopy(defaults)
 
 local function use_builtin()
-  return M.config.implementation == "auto" and compat.has_builtin_inline
+  return M.config.implementation ~= "plugin" and compat.has_builtin_inline
 end
 
 --- `infill-ls serve`, found on PATH or in a .venv/venv above the buffer's file.
