@@ -116,7 +116,7 @@ async def suggest(server, req: Request) -> Answer | None:
             timings.update(prompt_ms=round(prompt_ms, 2), prompt_layout=prompt.layout,
                            prompt_prefix_tokens=prompt.prefix_tokens, prompt_suffix_tokens=prompt.suffix_tokens)
             stats.model_run(timings)
-            s = shape(ctx, result.text)
+            s = shape(ctx, builder.continuation(prompt.ids, result.token_ids, result.text))
             if s.text and all(s.text != other.text for other in suggestions):
                 suggestions.append(s)
             _log_model_run(server, request_id, i, timings, prompt, result, s)

@@ -96,6 +96,15 @@ class PromptBuilder:
         encode = getattr(self.lm, "encode_plain", None)
         return encode(text) if encode is not None else self._strip_bos(self.lm.encode(text))
 
+    def continuation(self, prompt_ids: list[int], generated: list[int], fallback: str) -> str:
+        """The text of `generated` as it continues the prompt. SentencePiece decoders drop the word
+        marker of the first token they see, so decode it after a few prompt tokens and subtract."""
+        if self.concatenative or not generated:
+            return fallback
+        tail = list(prompt_ids[-4:])
+        before, after = self.decode(tail), self.decode(tail + list(generated))
+        return after[len(before):] if after.startswith(before) else fallback
+
     def decode(self, ids: list[int]) -> str:
         if self._tokenizer is not None:
             return self._tokenizer.decode(list(ids), skip_special_tokens=False)

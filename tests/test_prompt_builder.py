@@ -136,3 +136,13 @@ def test_codegen2_uses_prefix_first_with_a_short_suffix_and_xglm_keeps_its_leadi
     bx = PromptBuilder(xglm)
     px = bx.build(CursorContext("a = 1\nb = ", ""), Budget.for_model(xglm.max_context, 0, 32, 0.25, bx.layout))
     assert bx.layout == "prefix" and px.ids == xglm.encode("a = 1\nb = ")  # one leading </s>, as the model expects
+
+
+def test_continuation_text_keeps_the_space_a_sentencepiece_token_starts_with(tmp_path):
+    from tests.checkpoints import make_xglm
+
+    xglm = load_model(make_xglm(tmp_path / "xglm"))
+    b = PromptBuilder(xglm)
+    prompt = xglm.encode("x = 1\ny =")
+    generated = xglm.encode_plain(" 2 + 3")
+    assert b.continuation(prompt, generated, xglm.decode(generated)) == " 2 + 3"
