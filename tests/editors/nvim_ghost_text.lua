@@ -138,6 +138,33 @@ local function scenario()
   step("accepted", { suggestion = suggestion, before = before, lines = lines(), cursor = vim.api.nvim_win_get_cursor(0),
                      mode = vim.api.nvim_get_mode().mode })
   keys("<Esc>")
+  wait_for("normal mode", function() return vim.api.nvim_get_mode().mode == "n" end)
+
+  -- 6. Cycling asks for several candidates (Invoked) and shows the next one.
+  vim.api.nvim_buf_set_lines(buf, 2, -1, false, { "def add(a, b)" })
+  vim.api.nvim_win_set_cursor(0, { 3, 0 })
+  keys("A:")
+  wait_for("ghost text before cycling", function() return shown() ~= nil end)
+  local before_cycle = shown()
+  local requests = ghost.stats.requests
+  keys("<M-]>")
+  wait_for("the cycling request", function() return ghost.stats.requests > requests end)
+  sleep(50)
+  local texts, index = ghost.candidates(buf)
+  step("cycled", { before = before_cycle, shown = shown(), candidates = texts, index = index })
+
+  -- 7. Options changed at run time reach the server: python off, then on again.
+  vim.cmd("InfillSet languages rust")
+  keys("<BS>:")
+  requests = ghost.stats.requests
+  wait_for("the request with python off", function() return ghost.stats.requests > requests end)
+  sleep(100)
+  step("python_off", { marks = #marks() })
+  vim.cmd("InfillSet languages *")
+  keys("<BS>:")
+  wait_for("ghost text with python on again", function() return shown() ~= nil end)
+  step("python_on", { ghost = shown() })
+  keys("<Esc>")
   report.stats = ghost.stats
 end
 

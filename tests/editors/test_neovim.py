@@ -72,3 +72,19 @@ def test_accepting_a_word_then_the_rest_puts_the_suggestion_in_the_buffer(nvim_r
     assert accepted["cursor"] == [len(accepted["lines"]), len(last_line.encode())], "cursor not after the text"
     assert accepted["mode"] == "i"
     assert nvim_run["stats"]["accepted"] >= 1
+
+
+def test_cycling_shows_the_next_of_several_candidates(nvim_run):
+    cycled = nvim_run["cycled"]
+    assert cycled["before"] == nvim_run["typed"]["ghost"]
+    candidates = cycled["candidates"]
+    assert candidates and candidates[0] == cycled["before"], "the Invoked answer starts with the shown one"
+    if len(candidates) > 1:
+        assert (cycled["index"], cycled["shown"]) == (2, candidates[1])
+    else:  # nothing else to show: the suggestion stays
+        assert cycled["shown"] == cycled["before"]
+
+
+def test_an_option_set_at_run_time_reaches_the_server(nvim_run):
+    assert nvim_run["python_off"]["marks"] == 0, "languages=rust, yet python got a suggestion"
+    assert nvim_run["python_on"]["ghost"] == nvim_run["typed"]["ghost"]

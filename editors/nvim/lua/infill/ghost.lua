@@ -74,6 +74,15 @@ function M.current(bufnr)
   return s and s.items[s.index] or nil
 end
 
+--- The known suggestions' texts and the index of the one shown.
+function M.candidates(bufnr)
+  local s = state[bufnr or vim.api.nvim_get_current_buf()]
+  if not s then
+    return {}, 0
+  end
+  return vim.tbl_map(function(sug) return sug.text end, s.items), s.index
+end
+
 function M.is_visible(bufnr)
   return M.current(bufnr) ~= nil
 end
