@@ -302,7 +302,8 @@ CALLBACK, if given, is called with the candidates once they are shown."
         (setq infill--tick (buffer-chars-modified-tick) infill--position (point))))))
 
 (defun infill-next (&optional count)
-  "Show the next candidate (COUNT back if negative); asks for more when only one is known."
+  "Show the next candidate (COUNT back if negative).
+With only one candidate known, ask the server for several first."
   (interactive "p")
   (let ((count (or count 1)))
     (if (> (length infill--candidates) 1)

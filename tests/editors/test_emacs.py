@@ -10,9 +10,11 @@ import re
 import subprocess
 from pathlib import Path
 
+import shutil
+
 import pytest
 
-from .conftest import REPO
+from .conftest import EDITORS, REPO
 
 pytestmark = pytest.mark.editor
 
@@ -29,3 +31,13 @@ def test_infill_el_passes_its_ert_tests_in_emacs_batch(emacs, tiny_model, server
     ran = re.search(r"Ran (\d+) tests, (\d+) results as expected, (\d+) unexpected", out)
     assert ran, out[-6000:]
     assert int(ran.group(1)) == int(ran.group(2)) >= 3 and ran.group(3) == "0", out[-6000:]
+
+
+def test_infill_el_byte_compiles_without_warnings(emacs, tmp_path):
+    source = tmp_path / "infill.el"
+    shutil.copy(EDITORS / "emacs" / "infill.el", source)
+    proc = subprocess.run([emacs, "--batch", "--eval", "(package-initialize)",
+                           "--eval", "(setq byte-compile-error-on-warn t)",
+                           "-f", "batch-byte-compile", str(source)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and (tmp_path / "infill.elc").exists(), proc.stdout + proc.stderr
