@@ -125,3 +125,15 @@ test("a model that cannot load shows the server's error; fixing the setting reco
   await fake.changeSettings({ model });
   await until("status ready again", () => /\$\(check\)/.test(fake.statusItem.text ?? ""));
 });
+
+test("restart starts a fresh server that comes back ready and answers", { skip }, async () => {
+  const history = fake.statusHistory.length;
+  await fake.commands.get("infill.restart")!();
+  await until("status ready after restart", () =>
+    fake.statusHistory.slice(history).some((t) => /loading/.test(t)) && /\$\(check\)/.test(fake.statusItem.text ?? ""));
+  assert.ok(fake.statusHistory.slice(history).some((t) => /circle-slash/.test(t)), "no stopped state in between");
+  assert.equal(fake.inlineProviders.length >= 1, true);
+  const provider = fake.inlineProviders[fake.inlineProviders.length - 1];
+  const result = await provider.provideInlineCompletionItems(doc, new Position(2, 14), AUTOMATIC, token);
+  assert.ok(itemsOf(result).length >= 1, "the restarted server gave no suggestion");
+});
