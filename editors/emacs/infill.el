@@ -101,7 +101,10 @@ another language server."
 
 (defun infill-set-option (name value)
   "Set server option NAME (a keyword, e.g. :maxNewTokensMultiLine) to VALUE now.
-Sent to running servers as workspace/didChangeConfiguration."
+Sent to running servers as workspace/didChangeConfiguration.  Interactively,
+VALUE is read as Lisp: 32, \"cpu\", [\"python\" \"rust\"]."
+  (interactive (list (intern (concat ":" (string-remove-prefix ":" (read-string "infill option: "))))
+                     (read-minibuffer "Value: ")))
   (setq infill-server-options (plist-put (copy-sequence infill-server-options) name value))
   (dolist (server (infill--servers))
     (jsonrpc-notify server :workspace/didChangeConfiguration

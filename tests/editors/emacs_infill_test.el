@@ -127,4 +127,26 @@
     (should-not (infill-visible-p))
     (should (equal (infill-test-line) infill-test-typed))))
 
+;; A plain request, as infill-mode makes it, returns what it shows.
+(defun infill-test-ask ()
+  (let ((answered nil) (found nil))
+    (infill-request 2 (lambda (candidates) (setq answered t found candidates)))
+    (infill-test-wait "an answer" (lambda () answered))
+    found))
+
+(ert-deftest infill-set-option-reaches-the-running-server ()
+  (with-current-buffer (infill-test-buffer)
+    (switch-to-buffer (current-buffer))
+    (infill-test-reset-line)
+    (insert infill-test-typed)
+    (unwind-protect
+        (progn
+          (infill-set-option :languages ["rust"])
+          (should-not (infill-test-ask))
+          (should-not (infill-visible-p)))
+      (infill-set-option :languages ["*"]))
+    (should (infill-test-ask))
+    (should (infill-visible-p))
+    (infill-dismiss)))
+
 ;;; emacs_infill_test.el ends here
