@@ -1,0 +1,144 @@
+"""The central invariant, property-tested on tiny random checkpoints of every family: whatever the
+sequence of edits, documents, evictions and cancellations, the greedy completion served from a
+document's reused KV state equals a fresh engine's completion of the same prompt."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from inference.engine import Engine, GenerationParams
+from inference.kv_cache import GROW
+from inference.loader import load_model
+from tests.checkpoints import make_codegen, make_codegen2, make_gpt_bigcode, make_xglm
+from tests.reliability_text_model import concrete_change, edit_scripts, texts
+
+BUILDERS = {
+    "gpt_bigcode": lambda d: make_gpt_bigcode(d),
+    "gpt_bigcode_mha": lambda d: make_gpt_bigcode(d, multi_query=False),
+    "santacoder": lambda d: make_gpt_bigcode(d, fim_style="santacoder"),
+    "codegen": lambda d: make_codegen(d),
+    "codegen2": lambda d: make_codegen2(d),
+    "xglm": lambda d: make_xglm(d),
+}
+_models: dict = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and the CI box is shared)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    def get(name):
+        if name not in _models:
+            _models[name] = load_model(BUILDERS[name](tmp_path_factory.mktemp(name) / name))
+        return _models[name]
+
+    yield get
+    _models.clear()
+
+
+def prompt_for(lm, text: str, cursor: float, layout: str) -> list[int]:
+    """The prompt the server would build: FIM (PSM or SPM) around a cursor, or the prefix alone."""
+    cut = int(cursor * len(text))
+    prefix, suffix = "# " + text[:cut], text[cut:]
+    if lm.fim is None or layout == "prefix":
+        return lm.encode(prefix)
+    pre, suf = lm.encode_plain(prefix), lm.encode_plain(suffix)
+    if layout == "spm" and lm.fim.supports_spm:
+        return lm.fim.spm(pre, suf)
+    return lm.fim.psm(pre, suf)
+
+
+steps = st.lists(st.tuples(
+    st.integers(0, 2),                          # which document
+    edit_scripts(max_edits=3),                  # edits to it (its initial text used only on first touch)
+    st.floats(0, 1),                            # cursor
+    st.sampled_from(["psm", "spm", "prefix"]),  # prompt layout
+    st.sampled_from([None, None, None, 0, 1, 3]),  # cancel after this many tokens (0: before the start)
+    st.booleans(),                              # close the document afterwards
+), min_size=1, max_size=6)
+
+
+def check_family(lm, fresh: Engine, budget_sessions: float, script) -> None:
+    bytes_per_session = lm.kv_spec().bytes_per_position() * GROW
+    budget = int(bytes_per_session * budget_sessions)
+    eng = Engine(lm, kv_budget_bytes=budget)
+    docs: dict[int, str] = {}
+    for doc, (initial, edits), cursor, layout, cancel_after, close in script:
+        text = docs.get(doc, initial)
+        for edit in edits:
+            text = concrete_change(text, edit, "utf-32")[1]
+        docs[doc] = text
+        prompt = prompt_for(lm, text, cursor, layout)
+        params = GenerationParams(max_new_tokens=6, stop_token_ids=tuple(lm.fim.stop_token_ids) if lm.fim else ())
+        expected = fresh.generate(prompt, params).token_ids
+
+        cancel, seen = threading.Event(), []
+        if cancel_after == 0:
+            cancel.set()
+
+        def on_token(token, seen=seen, cancel=cancel, limit=cancel_after):
+            seen.append(token)
+            if limit is not None and len(seen) >= limit:
+                cancel.set()
+
+        session = f"doc{doc}"
+        got = eng.generate(prompt, params, session=session, cancel=cancel, on_token=on_token)
+        if got.stop_reason == "cancelled":
+            assert got.token_ids == expected[:len(got.token_ids)]  # a cut-short run is a prefix of the truth
+        else:
+            assert got.token_ids == expected, (lm.family, layout, text)
+        held = eng.session_tokens(session)
+        assert held == (prompt + got.token_ids)[:len(held)]  # the cache holds exactly those ids
+        assert eng.cache_bytes() <= budget  # evictions keep the total under the budget
+        if close:
+            eng.close_session(session)
+            docs.pop(doc)
+    # after everything, each document's state still serves exactly what a fresh engine would
+    for doc, text in docs.items():
+        prompt = prompt_for(lm, text, 1.0, "psm")
+        params = GenerationParams(max_new_tokens=6)
+        assert eng.generate(prompt, params, session=f"doc{doc}").token_ids == fresh.generate(prompt, params).token_ids
+
+
+@pytest.mark.parametrize("family", list(BUILDERS))
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(script=steps, budget_sessions=st.sampled_from([0.5, 1.0, 1.5, 100.0]))
+def test_reused_kv_state_gives_the_fresh_engines_greedy_completion(models, family, script, budget_sessions):
+    lm = models(family)
+    check_family(lm, Engine(lm), budget_sessions, script)
+
+
+@pytest.mark.parametrize("family", ["gpt_bigcode", "codegen", "xglm"])
+def test_typing_one_character_at_a_time_with_evictions_between_keystrokes(models, family):
+    """The server's pattern: append a character, complete; another document evicts this one's
+    state under a budget of one session, every third keystroke."""
+    lm = models(family)
+    fresh = Engine(lm)
+    eng = Engine(lm, kv_budget_bytes=lm.kv_spec().bytes_per_position() * GROW)
+    text, reused = "def add(a, b):\n    ", 0
+    params = GenerationParams(max_new_tokens=4)
+    for i, ch in enumerate("return a + b  # 中文 😀"):
+        text += ch
+        prompt = lm.encode(text)
+        got = eng.generate(prompt, params, session="typed")
+        assert got.token_ids == fresh.generate(prompt, params).token_ids
+        reused += got.reused_tokens
+        if i % 3 == 2:
+            other = lm.encode("x = 1\n" * 5)
+            eng.generate(other, params, session="other")
+            assert eng.session_tokens("typed") == []  # evicted
+    assert reused > 0  # keystrokes between evictions did reuse the cache
+
