@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"infill-ls: listening on {host}:{port} ({scope})", file=sys.stderr, flush=True)
         server.start_tcp(host, port)
     else:
-        server.start_io()
+        from lsp_server.bounded_stdin import BoundedStdin
+
+        server.start_io(BoundedStdin(sys.stdin.buffer))
     return 0
 
 
