@@ -110,7 +110,7 @@ async def suggest(server, req: Request) -> Answer | None:
             return None
         for i in range(n):
             temperature = cfg.temperature if i == 0 else (cfg.temperature or SAMPLING_TEMPERATURE)
-            result, job, timings = await _generate(server, ticket, ctx, prompt, max_new, temperature, cfg)
+            result, job, timings = await _generate(server, lm, ticket, ctx, prompt, max_new, temperature, cfg)
             if result is None:
                 break
             timings.update(prompt_ms=round(prompt_ms, 2), prompt_layout=prompt.layout,
@@ -119,7 +119,7 @@ async def suggest(server, req: Request) -> Answer | None:
             s = shape(ctx, builder.continuation(prompt.ids, result.token_ids, result.text))
             if s.text and all(s.text != other.text for other in suggestions):
                 suggestions.append(s)
-            _log_model_run(server, request_id, i, timings, prompt, result, s)
+            _log_model_run(server, builder, request_id, i, timings, prompt, result, s)
         else:
             if cacheable:
                 server.cache.put(key, list(suggestions))
@@ -140,11 +140,10 @@ async def suggest(server, req: Request) -> Answer | None:
     return Answer(ctx, offset, suggestions, "model", request_id)
 
 
-async def _generate(server, ticket, ctx, prompt, max_new, temperature, cfg):
+async def _generate(server, lm, ticket, ctx, prompt, max_new, temperature, cfg):
     """One model run for `ticket`; (None, job, {}) when cancelled, timed out or failed."""
     from inference.engine import GenerationParams
 
-    lm = server.model.lm
     fim = lm.fim
     params = GenerationParams(max_new_tokens=max_new, temperature=temperature, top_p=cfg.top_p,
                               stop_token_ids=stop_ids(fim),
@@ -188,12 +187,12 @@ def stop_ids(fim) -> tuple[int, ...]:
     return tuple(dict.fromkeys(i for i in ids if i is not None))
 
 
-def _log_model_run(server, request_id, index, timings, prompt, result, shaped) -> None:
+def _log_model_run(server, builder, request_id, index, timings, prompt, result, shaped) -> None:
     log = server.client_log
     if not log.enabled("info"):
         return
     fields = " ".join(f"{k}={v}" for k, v in timings.items())
     line = f"completion #{request_id}.{index} {fields}"
     if log.text_allowed:
-        line += f" prompt={server.model.builder.decode(prompt.ids)!r} raw={result.text!r} shown={shaped.text!r}"
+        line += f" prompt={builder.decode(prompt.ids)!r} raw={result.text!r} shown={shaped.text!r}"
     log.log("info", line)

@@ -1,0 +1,66 @@
+"""The scheduler: newest request per document wins, debounce, rate limit; typing-through and the
+result cache."""
+
+import asyncio
+import time
+
+from lsp_server.context import CursorContext
+from lsp_server.postprocess import Suggestion
+from lsp_server.reuse import ResultCache, TypingThrough
+from lsp_server.scheduler import RequestScheduler
+
+
+async def test_a_newer_request_cancels_the_older_one_of_the_same_document_only():
+    s = RequestScheduler(rate_limit=1000)
+    a = s.begin("file:///a")
+    job = a.new_job_event()
+    other = s.begin("file:///b")
+    b = s.begin("file:///a")
+    assert a.cancel.is_set() and job.is_set() and a.superseded
+    assert not other.cancel.is_set() and s.is_current(b) and not s.is_current(a)
+    assert not await s.admit(a) and await s.admit(b)
+    s.end(a)  # ending a superseded ticket leaves the current one alone
+    assert s.is_current(b)
+    s.cancel_document("file:///a")
+    assert b.cancel.is_set() and b.new_job_event().is_set()
+
+
+async def test_debounce_drops_a_request_superseded_while_waiting():
+    s = RequestScheduler(rate_limit=1000, debounce_ms=50)
+    first = asyncio.ensure_future(s.admit(s.begin("file:///a")))
+    await asyncio.sleep(0.01)
+    second = s.begin("file:///a")
+    assert await first is False
+    t0 = time.monotonic()
+    assert await s.admit(second) is True
+    assert time.monotonic() - t0 >= 0.045
+
+
+async def test_rate_limit_spaces_model_requests():
+    s = RequestScheduler(rate_limit=5)
+    t0 = time.monotonic()
+    for i in range(7):
+        assert await s.admit(s.begin(f"file:///{i}"))
+    assert time.monotonic() - t0 >= 0.9  # 7 requests at 5 per second need a second period
+
+
+def test_typing_through_answers_the_rest_of_the_shown_suggestion():
+    tt = TypingThrough()
+    tt.remember("u", CursorContext("x = ", "\n"), [Suggestion("compute(a)"), Suggestion("cache")])
+    assert [s.text for s in tt.continue_from("u", CursorContext("x = c", "\n"))] == ["ompute(a)", "ache"]
+    assert [s.text for s in tt.continue_from("u", CursorContext("x = com", "\n"))] == ["pute(a)"]
+    assert tt.continue_from("u", CursorContext("x = d", "\n")) == []  # typed something else
+    assert tt.continue_from("u", CursorContext("x = c", ")\n")) == []  # the suffix changed
+    assert tt.continue_from("u", CursorContext("x = compute(a)", "\n")) == []  # typed it all
+    tt.forget("u")
+    assert tt.continue_from("u", CursorContext("x = c", "\n")) == []
+
+
+def test_result_cache_is_a_small_lru():
+    cache = ResultCache(size=2)
+    k1, k2, k3 = (ResultCache.key([1, 2, i], 0) for i in range(3))
+    cache.put(k1, [Suggestion("a")])
+    cache.put(k2, [])
+    assert cache.get(k1) == [Suggestion("a")]  # k1 now most recent
+    cache.put(k3, [Suggestion("c")])
+    assert cache.get(k2) is None and cache.get(k1) is not None and cache.get(k3) is not None
