@@ -123,7 +123,7 @@ class InferenceWorker:
             self._snapshot = {"kvCacheBytes": 0, "kvSessions": 0}
             return
         try:
-            sessions = getattr(getattr(eng, "caches", None), "sessions", {})
+            sessions = getattr(getattr(eng, "caches", eng), "sessions", {})
             self._snapshot = {"kvCacheBytes": int(eng.cache_bytes()), "kvSessions": len(sessions)}
         except Exception:  # noqa: BLE001 - diagnostics only
             pass
