@@ -31,11 +31,13 @@ def frame(payload: dict | bytes | str) -> bytes:
 class RawClient:
     """`request` sends and waits for the answer; `send_bytes` writes anything at all."""
 
-    def __init__(self, command=None, args=(), env=None, read=True):
-        full_env = dict(os.environ, PYTHONUNBUFFERED="1")
-        full_env.update(env or {})
-        self.proc = subprocess.Popen([*(command or SERVER_COMMAND), *args], cwd=ROOT, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env)
+    def __init__(self, command=None, args=(), env=None, read=True, proc=None):
+        if proc is None:
+            full_env = dict(os.environ, PYTHONUNBUFFERED="1")
+            full_env.update(env or {})
+            proc = subprocess.Popen([*(command or SERVER_COMMAND), *args], cwd=ROOT, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env)
+        self.proc = proc
         self._ids = itertools.count(1)
         self._lock = threading.Condition()
         self.responses: dict = {}
