@@ -173,6 +173,10 @@ vim.schedule(function()
     local ok, err = pcall(scenario)
     if not ok then
       report.error = tostring(err)
+      report.plugin_stats = ghost.stats
+      local c = client()
+      local res = c and c:request_sync("workspace/executeCommand", { command = "infill.stats" }, 5000, buf)
+      report.server_stats = res and res.result -- e.g. served but suggestionsShown 0: the model said nothing here
     end
     finish(ok and 0 or 1)
   end)()

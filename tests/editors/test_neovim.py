@@ -27,7 +27,9 @@ def nvim_run(nvim, tiny_model, server_command, tmp_path_factory) -> dict:
                           cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert result.exists(), f"nvim wrote no report (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     report = json.loads(result.read_text())
-    assert "error" not in report, f"{report.get('error')}\nsteps: {report.get('steps')}\n{proc.stderr}"
+    assert "error" not in report, (f"{report.get('error')}\nsteps: {report.get('steps')}\n"
+                                   f"plugin stats: {report.get('plugin_stats')}\n"
+                                   f"server stats: {report.get('server_stats')}\n{proc.stderr}")
     assert proc.returncode == 0, proc.stderr
     return {s["name"]: s["value"] for s in report["steps"]} | {"filetype": report["filetype"],
                                                                "stats": report["stats"]}
