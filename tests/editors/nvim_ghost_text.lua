@@ -165,6 +165,34 @@ local function scenario()
   wait_for("ghost text with python on again", function() return shown() ~= nil end)
   step("python_on", { ghost = shown() })
   keys("<Esc>")
+  wait_for("normal mode", function() return vim.api.nvim_get_mode().mode == "n" end)
+
+  -- 8. :InfillToggle: off means no requests at all; on again brings suggestions back.
+  vim.cmd("InfillToggle")
+  requests = ghost.stats.requests
+  keys("A<BS>:")
+  sleep(300)
+  step("toggled_off", { marks = #marks(), requests = ghost.stats.requests - requests, status = infill.status() })
+  keys("<Esc>")
+  wait_for("normal mode", function() return vim.api.nvim_get_mode().mode == "n" end)
+  vim.cmd("InfillToggle")
+  keys("A<BS>:")
+  wait_for("ghost text with suggestions on again", function() return shown() ~= nil end)
+  keys("<Esc>")
+  wait_for("normal mode", function() return vim.api.nvim_get_mode().mode == "n" end)
+
+  -- 9. :InfillRestart: a new server attaches to the buffer and suggests again.
+  local old_id = client().id
+  vim.cmd("InfillRestart")
+  wait_for("a new server", function() return client() and client().id ~= old_id and client().initialized end)
+  wait_for("the model to load again", function()
+    local res = client():request_sync("workspace/executeCommand", { command = "infill.stats" }, 5000, buf)
+    return res and res.result and res.result.model.status == "ready"
+  end, 60000)
+  keys("A<BS>:")
+  wait_for("ghost text from the restarted server", function() return shown() ~= nil end)
+  step("restarted", { ghost = shown(), clients = #vim.lsp.get_clients({ bufnr = buf }) })
+  keys("<Esc>")
   report.stats = ghost.stats
 end
 

@@ -90,3 +90,11 @@ def test_cycling_shows_the_next_of_several_candidates(nvim_run):
 def test_an_option_set_at_run_time_reaches_the_server(nvim_run):
     assert nvim_run["python_off"]["marks"] == 0, "languages=rust, yet python got a suggestion"
     assert nvim_run["python_on"]["ghost"] == nvim_run["typed"]["ghost"]
+
+
+def test_toggle_stops_requests_and_restart_brings_a_working_server(nvim_run):
+    off = nvim_run["toggled_off"]
+    assert off == {"marks": 0, "requests": 0, "status": "infill off"}
+    restarted = nvim_run["restarted"]
+    assert restarted["ghost"] == nvim_run["typed"]["ghost"]
+    assert restarted["clients"] == 1, "the old server is still attached"
