@@ -98,3 +98,22 @@ def test_toggle_stops_requests_and_restart_brings_a_working_server(nvim_run):
     restarted = nvim_run["restarted"]
     assert restarted["ghost"] == nvim_run["typed"]["ghost"]
     assert restarted["clients"] == 1, "the old server is still attached"
+
+
+WIRING_SCRIPT = Path(__file__).with_name("nvim_builtin_wiring.lua")
+
+
+def test_on_0_12_the_plugin_drives_the_builtin_inline_completion(nvim, tiny_model, server_command, tmp_path):
+    """The 0.12+ branch, with vim.lsp.inline_completion stood in (the CI Neovim is 0.11)."""
+    result = tmp_path / "result.json"
+    env = dict(os.environ, INFILL_REPO=str(REPO), INFILL_SERVER_CMD=json.dumps(server_command),
+               INFILL_TEST_MODEL=str(tiny_model), INFILL_WORKDIR=str(tmp_path), INFILL_RESULT=str(result))
+    proc = subprocess.run([nvim, "--headless", "-u", "NONE", "-i", "NONE", "-n", "-S", str(WIRING_SCRIPT)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
+    report = json.loads(result.read_text())
+    assert "error" not in report and proc.returncode == 0, f"{report}\n{proc.stderr}"
+    buf = report["buf"]
+    assert report["after_attach"] == [["enable", True, buf]]
+    assert report["line_after_plain_tab"] == "x\t", "Tab with nothing to accept must stay a Tab"
+    assert report["line_after_accept"] == "x\t", "an accepted suggestion must not also insert a Tab"
+    assert report["calls"][1:] == [["get", buf], ["get", buf], ["select", buf, 1], ["select", buf, -1]]

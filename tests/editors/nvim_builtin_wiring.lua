@@ -1,0 +1,68 @@
+-- Neovim 0.12+ path of editors/nvim, run on 0.11 with vim.lsp.inline_completion recorded by a
+-- stand-in (its documented API: enable(enable, {bufnr}), get({bufnr}) -> accepted?, select({bufnr,
+-- count})). Checks the plugin's wiring to it against the real server: enabled on attach, <Tab>
+-- accepts through get() or stays a Tab, <M-]>/<M-[> select. Run by test_neovim.py.
+local env = vim.env
+local report = { calls = {} }
+
+local function finish(code)
+  local f = assert(io.open(env.INFILL_RESULT, "w"))
+  f:write(vim.json.encode(report))
+  f:close()
+  vim.cmd(code == 0 and "qa!" or "cq!")
+end
+vim.defer_fn(function() report.error = "watchdog: not finished in 60 s"; finish(1) end, 60000)
+
+local accept_result = false
+vim.lsp.inline_completion = {
+  enable = function(enable, filter) table.insert(report.calls, { "enable", enable, filter and filter.bufnr }) end,
+  get = function(opts) table.insert(report.calls, { "get", opts and opts.bufnr }); return accept_result end,
+  select = function(opts) table.insert(report.calls, { "select", opts and opts.bufnr, opts and opts.count }) end,
+  is_enabled = function() return true end,
+}
+
+vim.opt.rtp:prepend(env.INFILL_REPO .. "/editors/nvim")
+vim.cmd("filetype on")
+vim.o.swapfile = false
+require("infill").setup({
+  cmd = vim.json.decode(env.INFILL_SERVER_CMD),
+  server = { model = env.INFILL_TEST_MODEL, device = "cpu" },
+})
+vim.cmd("edit " .. vim.fn.fnameescape(env.INFILL_WORKDIR .. "/wiring.py"))
+local buf = vim.api.nvim_get_current_buf()
+report.buf = buf
+
+local function sleep(ms)
+  local co = coroutine.running()
+  vim.defer_fn(function() coroutine.resume(co) end, ms)
+  coroutine.yield()
+end
+local function keys(k)
+  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes(k, true, false, true), "t", false)
+end
+
+vim.schedule(function()
+  coroutine.wrap(function()
+    local ok, err = pcall(function()
+      local waited = 0
+      while not (vim.lsp.get_clients({ bufnr = buf, name = "infill-ls" })[1] or {}).initialized do
+        assert(waited < 30000, "the server did not attach")
+        sleep(20)
+        waited = waited + 20
+      end
+      sleep(50)
+      report.after_attach = vim.deepcopy(report.calls)
+      keys("ix<Tab>")           -- nothing to accept: a real Tab
+      sleep(50)
+      report.line_after_plain_tab = vim.api.nvim_get_current_line()
+      accept_result = true
+      keys("<Tab>")             -- a suggestion: get() takes it, no Tab inserted
+      sleep(50)
+      report.line_after_accept = vim.api.nvim_get_current_line()
+      keys("<M-]><M-[><Esc>")
+      sleep(50)
+    end)
+    if not ok then report.error = tostring(err) end
+    finish(ok and 0 or 1)
+  end)()
+end)
