@@ -44,6 +44,14 @@ def _read_one(path: Path) -> dict[str, torch.Tensor]:
     return _read_safetensors(path) if path.suffix == ".safetensors" else _read_bin(path)
 
 
+def _inside(folder: Path, index: Path, name) -> Path:
+    """A file named by a weight index, which must stay inside the model folder (checked on the name,
+    so the symlinks of a Hugging Face cache snapshot still work)."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ModelError(f"{index}: weight file {name!r} is outside the model folder; refusing to read it")
+    return folder / name
+
+
 def weight_files(folder: Path) -> list[Path]:
     """The files holding the weights, in the order Hugging Face prefers them."""
     for name in WEIGHT_FILES:
@@ -56,7 +64,9 @@ def weight_files(folder: Path) -> list[Path]:
             weight_map = json.loads(path.read_text())["weight_map"]
         except (ValueError, KeyError, TypeError) as e:
             raise ModelError(f"{path}: not a valid weight index ({e})") from None
-        return [folder / f for f in dict.fromkeys(weight_map.values())]
+        if not isinstance(weight_map, dict):
+            raise ModelError(f"{path}: not a valid weight index (weight_map is not an object)")
+        return [_inside(folder, path, f) for f in dict.fromkeys(weight_map.values())]
     raise ModelError(f"{folder}: no weights found (expected one of {', '.join(WEIGHT_FILES)})")
 
 
