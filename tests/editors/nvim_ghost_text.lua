@@ -118,6 +118,16 @@ local function scenario()
   wait_for("ghost text on InsertEnter", function() return shown() ~= nil end)
   step("insert_enter", { ghost = shown() })
 
+  -- 3b. Typing the suggestion's first character keeps the rest, without asking the server again.
+  local requests_before = ghost.stats.requests
+  local first_char = shown():sub(1, 1)
+  keys(first_char)
+  wait_for("the typed character", function() return vim.api.nvim_get_current_line() == "def add(a, b):" .. first_char end)
+  sleep(100)
+  step("typed_through", { ghost = shown(), requests = ghost.stats.requests - requests_before })
+  keys("<BS>")
+  wait_for("the character deleted", function() return vim.api.nvim_get_current_line() == "def add(a, b):" end)
+
   -- 4. Moving the cursor clears it.
   keys("<Left>")
   wait_for("the cursor to move", function() return vim.api.nvim_win_get_cursor(0)[2] == #"def add(a, b)" end)

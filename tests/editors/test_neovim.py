@@ -57,6 +57,15 @@ def test_leaving_insert_mode_and_moving_the_cursor_clear_the_ghost_text(nvim_run
     assert nvim_run["after_move"]["marks"] == 0
 
 
+def test_typing_the_shown_text_keeps_the_rest_without_a_new_request(nvim_run):
+    ghost = nvim_run["typed"]["ghost"]
+    through = nvim_run["typed_through"]
+    if len(ghost) > 1:
+        assert through == {"ghost": ghost[1:], "requests": 0}
+    else:  # typed it all: nothing left to show
+        assert through["ghost"] is None
+
+
 def test_accepting_a_word_then_the_rest_puts_the_suggestion_in_the_buffer(nvim_run):
     accepted = nvim_run["accepted"]
     suggestion, before = accepted["suggestion"], accepted["before"]
