@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="infill-ls %(levelname)s %(name)s: %(message)s")
+    # pygls dumps whole messages (document text, suggestions) at info/debug: keep it to warnings,
+    # so no log level below the client's "trace" writes document text.
+    logging.getLogger("pygls").setLevel(max(logging.WARNING, logging.getLogger().level))
 
     from lsp_server.server import build_server
 
