@@ -10,6 +10,8 @@ Batch size is always 1: the engine serves one request at a time.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -26,6 +28,14 @@ def flash_available(device: torch.device | str, dtype: torch.dtype) -> bool:
 
 def kv_buffer_shape(flash: bool, kv_heads: int, capacity: int, head_dim: int) -> tuple[int, ...]:
     return (1, capacity, kv_heads, head_dim) if flash else (kv_heads, capacity, head_dim)
+
+
+@functools.lru_cache(maxsize=4)  # built once per forward, shared by every layer
+def causal_mask(start: int, t: int, groups: int, device: torch.device) -> torch.Tensor:
+    """(groups*T, start+T) bool: row r (query position start + r % T) sees keys up to its position."""
+    pos = torch.arange(start, start + t, device=device)
+    mask = torch.arange(start + t, device=device)[None, :] <= pos[:, None]
+    return mask.repeat(groups, 1) if groups > 1 else mask
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -49,12 +59,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Ten
     g = h // hk
     # Fold the query heads that share a kv head into rows: (Hk, g*T, D); row order (g, T).
     qf = q.view(t, hk, g, d).permute(1, 2, 0, 3).reshape(hk, g * t, d)
-    if t == 1:
-        mask = None  # one new token sees every cached position
-    else:
-        pos = torch.arange(start, end, device=q.device)
-        mask = torch.arange(end, device=q.device)[None, :] <= pos[:, None]  # (T, S)
-        if g > 1:
-            mask = mask.repeat(g, 1)
-    out = F.scaled_dot_product_attention(qf, keys, values, attn_mask=mask, scale=scale)  # (Hk, g*T, D)
+    mask = None if t == 1 else causal_mask(start, t, g, q.device)  # one new token sees every cached position
+    # 4-D inputs take SDPA's fused CPU kernel (3-D ones fall back to the slow math path)
+    out = F.scaled_dot_product_attention(qf[None], keys[None], values[None], attn_mask=mask, scale=scale)
     return out.view(hk, g, t, d).permute(2, 0, 1, 3).reshape(t, h * d)

@@ -83,12 +83,12 @@ class CodeGen(DecoderBase):
         x = F.embedding(ids, self.wte)
         for i, layer in enumerate(self.layers):
             h = self.norm(x, layer.ln1_w, layer.ln1_b)
-            q, k, v = self.split_qkv(F.linear(h, layer.qkv_w))
+            q, k, v = self.split_qkv(self.linear(h, layer.qkv_w))
             q = rotate_interleaved(q, cos, sin, self.rotary_dim)
             k = rotate_interleaved(k, cos, sin, self.rotary_dim)
-            attn = F.linear(kv.attend(i, q, k, v, self.scale), layer.out_w)
+            attn = self.linear(kv.attend(i, q, k, v, self.scale), layer.out_w)
             x = x + attn + self.mlp(h, layer)
         return x
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.norm(hidden, self.lnf_w, self.lnf_b), self.head, self.head_b).float()
+        return self.linear(self.norm(hidden, self.lnf_w, self.lnf_b), self.head, self.head_b).float()

@@ -70,6 +70,12 @@ class DecoderBase:
     vocab_size: int
     eps: float
     act = staticmethod(_gelu_tanh)
+    gemv = None  # set by the loader: a faster (x, w, b) for one-row inputs, or None
+
+    def linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        if self.gemv is not None and x.shape[0] == 1:
+            return self.gemv(x, w, b)
+        return F.linear(x, w, b)
 
     @property
     def scale(self) -> float:
@@ -82,7 +88,7 @@ class DecoderBase:
         return q.view(t, h, d), k.view(t, hk, d), v.view(t, hk, d)
 
     def mlp(self, x: torch.Tensor, layer: Layer) -> torch.Tensor:
-        return F.linear(self.act(F.linear(x, layer.fc1_w, layer.fc1_b)), layer.fc2_w, layer.fc2_b)
+        return self.linear(self.act(self.linear(x, layer.fc1_w, layer.fc1_b)), layer.fc2_w, layer.fc2_b)
 
     def norm(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, (x.shape[-1],), w, b, self.eps)

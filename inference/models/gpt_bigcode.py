@@ -57,11 +57,11 @@ class GPTBigCode(DecoderBase):
         x = F.embedding(ids, self.wte) + self.wpe[start:start + ids.shape[0]]
         for i, layer in enumerate(self.layers):
             h = self.norm(x, layer.ln1_w, layer.ln1_b)
-            q, k, v = self.split_qkv(F.linear(h, layer.qkv_w, layer.qkv_b))
-            x = x + F.linear(kv.attend(i, q, k, v, self.attn_scale), layer.out_w, layer.out_b)
+            q, k, v = self.split_qkv(self.linear(h, layer.qkv_w, layer.qkv_b))
+            x = x + self.linear(kv.attend(i, q, k, v, self.attn_scale), layer.out_w, layer.out_b)
             x = x + self.mlp(self.norm(x, layer.ln2_w, layer.ln2_b), layer)
         return x
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(T, C) -> fp32 (T, V)."""
-        return F.linear(self.norm(hidden, self.lnf_w, self.lnf_b), self.head).float()
+        return self.linear(self.norm(hidden, self.lnf_w, self.lnf_b), self.head).float()

@@ -70,10 +70,10 @@ class XGLM(DecoderBase):
         x = x + self.positions[start + POSITION_OFFSET:start + POSITION_OFFSET + t]
         for i, layer in enumerate(self.layers):
             h = self.norm(x, layer.ln1_w, layer.ln1_b)
-            q, k, v = self.split_qkv(F.linear(h, layer.qkv_w, layer.qkv_b))
-            x = x + F.linear(kv.attend(i, q, k, v, self.scale), layer.out_w, layer.out_b)
+            q, k, v = self.split_qkv(self.linear(h, layer.qkv_w, layer.qkv_b))
+            x = x + self.linear(kv.attend(i, q, k, v, self.scale), layer.out_w, layer.out_b)
             x = x + self.mlp(self.norm(x, layer.ln2_w, layer.ln2_b), layer)
         return x
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.norm(hidden, self.lnf_w, self.lnf_b), self.head).float()
+        return self.linear(self.norm(hidden, self.lnf_w, self.lnf_b), self.head).float()

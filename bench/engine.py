@@ -1,0 +1,202 @@
+"""Engine speed beside transformers, same run, same random weights (not a test).
+
+Shapes: codegen-350M (CodeGen, 20 x 1024, vocab 51200) and tiny_starcoder_py (GPTBigCode MQA,
+20 x 768, vocab 49152). For each dtype: prefill of 512 tokens, and per-token greedy decode after that
+prompt; the floor is the bytes of weights one decode step must read / measured memory bandwidth.
+
+    nice -n 10 python bench/engine.py [--shapes codegen-350M tiny_starcoder] [--dtypes float32 bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inference.engine import Engine, GenerationParams  # noqa: E402
+from inference.loader import load_model  # noqa: E402
+from tests.checkpoints import save_weights, train_byte_level_bpe  # noqa: E402
+
+SHAPES = {
+    "codegen-350M": ("codegen", dict(vocab_size=51200, n_positions=2048, n_ctx=2048, n_embd=1024, n_layer=20,
+                                      n_head=16, rotary_dim=32, tie_word_embeddings=False)),
+    "tiny_starcoder": ("gpt_bigcode", dict(vocab_size=49152, n_positions=8192, n_embd=768, n_layer=20, n_head=12,
+                                           n_inner=3072, multi_query=True, activation_function="gelu_pytorch_tanh")),
+}
+
+
+def build(shape: str, folder: Path) -> Path:
+    from transformers import CodeGenConfig, CodeGenForCausalLM, GPTBigCodeConfig, GPTBigCodeForCausalLM
+
+    kind, kw = SHAPES[shape]
+    torch.manual_seed(0)
+    if kind == "codegen":
+        model = CodeGenForCausalLM(CodeGenConfig(bos_token_id=0, eos_token_id=0, **kw))
+    else:
+        model = GPTBigCodeForCausalLM(GPTBigCodeConfig(bos_token_id=0, eos_token_id=0, **kw))
+    folder.mkdir(parents=True)
+    model.config.save_pretrained(str(folder))
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        sd.pop("lm_head.weight", None)
+    save_weights(sd, folder)
+    train_byte_level_bpe(["<|endoftext|>"]).save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def bandwidth_gbs() -> float:
+    """Best read bandwidth over a 512 MiB buffer (sum touches every byte once)."""
+    a = torch.ones(128 * 2**20)
+    best = float("inf")
+    for _ in range(8):
+        t = time.perf_counter()
+        a.sum()
+        best = min(best, time.perf_counter() - t)
+    return a.numel() * 4 / best / 1e9
+
+
+def decode_bytes(lm) -> int:
+    """Weight bytes one decode step reads: everything but the input embedding/position tables
+    (only one row is read), counting a tied head once."""
+    m = lm.model
+    seen, total = set(), 0
+    skip = {id(getattr(m, n)) for n in ("wte", "wpe") if hasattr(m, n)} - {id(m.head)}
+    for t in _tensors(m):
+        if id(t) in seen or id(t) in skip:
+            continue
+        seen.add(id(t))
+        total += t.numel() * t.element_size()
+    return total
+
+
+def _tensors(m):
+    for v in vars(m).values():
+        if isinstance(v, torch.Tensor) and v.dtype.is_floating_point and v.dim() == 2 and v.shape[0] > 64:
+            yield v
+        elif isinstance(v, list):
+            for layer in v:
+                for t in vars(layer).values():
+                    if isinstance(t, torch.Tensor):
+                        yield t
+                    elif hasattr(t, "weight_tensors"):
+                        yield from t.weight_tensors()
+        elif hasattr(v, "weight_tensors"):
+            yield from v.weight_tensors()
+
+
+def hf_round(model, ids, new_tokens):
+    """One (prefill ms, decode ms/token) measurement of transformers: a forward over the prompt, and
+    generate() of new_tokens+1 tokens minus generate() of 1 token."""
+    from transformers import GenerationConfig
+
+    inp = torch.tensor([ids])
+    mask = torch.ones_like(inp)
+
+    def gen(n):
+        cfg = GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None,
+                               pad_token_id=0)
+        t = time.perf_counter()
+        model.generate(inp, attention_mask=mask, generation_config=cfg)
+        return (time.perf_counter() - t) * 1000
+
+    with torch.inference_mode():
+        t = time.perf_counter()
+        model(inp, attention_mask=mask, use_cache=True)
+        prefill = (time.perf_counter() - t) * 1000
+        decode = (gen(new_tokens + 1) - gen(1)) / new_tokens
+    return prefill, decode
+
+
+def ours_round(eng, ids, new_tokens):
+    """One (prefill ms, decode ms/token) measurement of infill-ls (no session: a full prefill)."""
+    res = eng.generate(ids, GenerationParams(max_new_tokens=new_tokens + 1))
+    assert len(res.token_ids) == new_tokens + 1
+    return res.prefill_ms, res.decode_ms / new_tokens
+
+
+def greedy_agreement(eng, ref, ids, n=16) -> int:
+    """How many of the first n greedy tokens infill-ls and transformers share (a sanity check)."""
+    ours = eng.generate(ids, GenerationParams(max_new_tokens=n)).token_ids
+    with torch.inference_mode():
+        theirs = ref.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                              eos_token_id=None, pad_token_id=0)[0, len(ids):].tolist()
+    same = 0
+    for a, b in zip(ours, theirs):
+        if a != b:
+            break
+        same += 1
+    return same
+
+
+def measure(folder, dtype, ids, new_tokens, rounds):
+    """Interleaved rounds (transformers, infill-ls, ...) so both see the same machine load; best of each."""
+    from tests.checkpoints import load_reference
+
+    ref = load_reference(folder, dtype=getattr(torch, dtype))
+    lm = load_model(folder, dtype=dtype)
+    lm.eos_token_ids = ()  # random weights: never stop early
+    eng = Engine(lm)
+    ours_round(eng, ids, 2)  # warm-up: lazy kernels (and the compiled bf16 GEMV)
+    hf_round(ref, ids, 2)
+    hf, ours = [], []
+    for _ in range(rounds):
+        hf.append(hf_round(ref, ids, new_tokens))
+        ours.append(ours_round(eng, ids, new_tokens))
+    agree = greedy_agreement(eng, ref, ids)
+    best = lambda xs: (min(x[0] for x in xs), min(x[1] for x in xs))  # noqa: E731
+    return best(ours), best(hf), decode_bytes(lm), agree
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    ap.add_argument("--prompt", type=int, default=512)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bw = bandwidth_gbs()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, measured read bandwidth {bw:.1f} GB/s")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for shape in args.shapes:
+            folder = build(shape, Path(tmp) / shape)
+            ids = torch.randint(100, 40000, (args.prompt,), generator=torch.Generator().manual_seed(0)).tolist()
+            for dtype in args.dtypes:
+                ours, hf, nbytes, agree = measure(folder, dtype, ids, args.new_tokens, args.rounds)
+                rows.append((shape, dtype, ours, hf, nbytes / (bw * 1e9) * 1000, agree))
+                print_row(*rows[-1])
+    print()
+    print_table(rows)
+    return 0
+
+
+HEADER = (f"{'shape':<15}{'dtype':<10}{'prefill ms':>11}{'(hf)':>9}{'ratio':>7}"
+          f"{'decode ms':>11}{'(hf)':>8}{'ratio':>7}{'floor ms':>10}{'x floor':>9}{'same greedy':>13}")
+
+
+def print_row(shape, dtype, ours, hf, floor, agree):
+    print(f"{shape:<15}{dtype:<10}{ours[0]:>11.1f}{hf[0]:>9.1f}{hf[0] / ours[0]:>6.2f}x"
+          f"{ours[1]:>11.1f}{hf[1]:>8.1f}{hf[1] / ours[1]:>6.2f}x{floor:>10.1f}{ours[1] / floor:>8.2f}x{agree:>10}/16",
+          flush=True)
+
+
+def print_table(rows):
+    print("ratio = transformers time / infill-ls time (above 1: infill-ls faster); x floor = infill-ls decode / "
+          "bandwidth floor; same greedy = leading greedy tokens identical to transformers (of 16)")
+    print(HEADER)
+    for r in rows:
+        print_row(*r)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
