@@ -251,16 +251,18 @@ CALLBACK, if given, is called with the candidates once they are shown."
          :timeout-fn (lambda () (infill--stat-add :errors 1)))))))
 
 (defun infill--schedule ()
+  "Ask for a suggestion after `infill-delay', if point and text are still as now."
   (when infill--timer
     (cancel-timer infill--timer))
-  (let ((buffer (current-buffer)))
+  (let ((buffer (current-buffer)) (point (point)) (tick (buffer-chars-modified-tick)))
     (setq infill--timer
           (run-with-timer infill-delay nil
                           (lambda ()
                             (when (and (buffer-live-p buffer) (eq buffer (current-buffer)))
                               (with-current-buffer buffer
                                 (setq infill--timer nil)
-                                (infill-request 2))))))))
+                                (when (and (= point (point)) (= tick (buffer-chars-modified-tick)))
+                                  (infill-request 2)))))))))
 
 (defun infill--insert (text replace-end)
   (delete-region (point) replace-end)

@@ -217,13 +217,20 @@ function M.request(bufnr, trigger_kind, on_done)
   end
 end
 
---- Debounced automatic request (called on typing).
+--- Debounced automatic request (called on typing and entering insert mode). It is made only if
+--- the cursor and the text are still as they were: moving away without typing asks nothing.
 function M.schedule(bufnr)
   local s = buf_state(bufnr)
   s.timer = s.timer or compat.uv.new_timer()
   s.timer:stop()
+  local cursor = vim.api.nvim_win_get_cursor(0)
+  local tick = vim.api.nvim_buf_get_changedtick(bufnr)
   s.timer:start(M.config.debounce_ms, 0, vim.schedule_wrap(function()
-    if vim.api.nvim_buf_is_valid(bufnr) and in_insert_mode() and vim.api.nvim_get_current_buf() == bufnr then
+    if not (vim.api.nvim_buf_is_valid(bufnr) and in_insert_mode() and vim.api.nvim_get_current_buf() == bufnr) then
+      return
+    end
+    local now = vim.api.nvim_win_get_cursor(0)
+    if now[1] == cursor[1] and now[2] == cursor[2] and vim.api.nvim_buf_get_changedtick(bufnr) == tick then
       M.request(bufnr, 2)
     end
   end))
