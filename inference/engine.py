@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -40,7 +40,6 @@ class GenerationResult:
     prefill_tokens: int
     prefill_ms: float
     decode_ms: float
-    timings: dict = field(default_factory=dict)
 
 
 class Engine:

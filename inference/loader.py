@@ -39,6 +39,7 @@ class LanguageModel:
         self.family = family
         self.config = config
         self.tokenizer = tokenizer
+        tokenizer.encode_special_tokens = True  # "<|endoftext|>" typed in a file is text, not a control token
         self.model = model
         self.device = device
         self.dtype = dtype
@@ -73,12 +74,10 @@ class LanguageModel:
 
     def encode(self, text: str) -> list[int]:
         """Plain text -> ids. Special-token strings in the text are encoded as text, not as specials."""
-        self.tokenizer.encode_special_tokens = True
         return self.bos_ids + self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def encode_plain(self, text: str) -> list[int]:
         """Like encode, without the family's leading BOS (for pieces of a prompt)."""
-        self.tokenizer.encode_special_tokens = True
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: list[int]) -> str:
