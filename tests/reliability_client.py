@@ -41,6 +41,7 @@ class RawClient:
         self._ids = itertools.count(1)
         self._lock = threading.Condition()
         self.responses: dict = {}
+        self.arrivals: dict = {}  # response id -> time.monotonic() when it was read
         self.notifications: list[dict] = []
         self.server_requests: list[dict] = []
         self.unparsed: list[bytes] = []
@@ -195,6 +196,7 @@ class RawClient:
             with self._lock:
                 if "id" in msg and "method" not in msg:
                     self.responses[msg["id"]] = msg
+                    self.arrivals[msg["id"]] = time.monotonic()
                 elif "id" in msg:
                     self.server_requests.append(msg)
                     self._answer_server_request(msg)

@@ -1,0 +1,33 @@
+"""A short soak (the long one is bench/soak.py): 20 documents, rapid typing in all of them through
+the real server with a small KV budget. RSS levels off within the budget plus a fixed overhead,
+every request gets an answer within its bound, and other requests stay fast."""
+
+from __future__ import annotations
+
+from bench.soak import build_model, run_soak
+
+DURATION_S = 20
+BUDGET_MB = 4
+REQUEST_TIMEOUT_MS = 2000
+FIXED_OVERHEAD_MB = 150  # activations, allocator slack, Python objects: measured ~60-80 MiB
+
+
+def test_short_soak_memory_levels_off_and_waits_are_bounded(tmp_path):
+    model = str(build_model(tmp_path / "soak-model"))
+    r = run_soak(model, duration_s=DURATION_S, docs=20, kv_budget_mb=BUDGET_MB, keys_per_second=20,
+                 request_timeout_ms=REQUEST_TIMEOUT_MS, log=lambda *a: None)
+    print(r.report())
+    s = r.final_stats
+    assert r.alive_after and r.unanswered == 0
+    assert s["errors"] == 0 and s["modelRuns"] > 0
+    assert r.completions_sent == len(r.completion_waits_ms) and r.keystrokes >= DURATION_S * 10
+    # memory: the KV stays under its budget, RSS stops growing
+    assert 0 < max(r.kv_bytes) <= BUDGET_MB * 2**20
+    first, second = r.rss_after_warmup()
+    assert second - first < 20, r.report()
+    assert max(m for _, m in r.rss) < r.baseline_rss_mb + BUDGET_MB + FIXED_OVERHEAD_MB, r.report()
+    # waits: no completion waits past its timeout (+ the server's slack + scheduling margin)
+    assert max(r.completion_waits_ms) < REQUEST_TIMEOUT_MS + 1000 + 2000, r.report()
+    # other requests stay fast while the model is busy
+    assert sorted(r.other_waits_ms)[len(r.other_waits_ms) // 2] < 200, r.report()
+    assert max(r.other_waits_ms) < 2000, r.report()
