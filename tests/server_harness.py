@@ -105,10 +105,11 @@ class Doc:
         return list(result.items if isinstance(result, t.CompletionList) else (result or []))
 
 
-def favour_printable_tokens(folder) -> None:
+def favour_printable_tokens(folder, forbid: str = "", suppress_specials: bool = False) -> None:
     """Make a tiny random checkpoint suggest printable code: zero the output rows (and, where there
     is one, push down the output bias) of tokens whose text is not printable on its own (stray UTF-8
-    bytes, control characters), so greedy decoding picks readable tokens. Special tokens are kept."""
+    bytes, control characters), so greedy decoding picks readable tokens. Special tokens are kept.
+    Tokens containing any character of `forbid` are pushed down too (e.g. "\n": never a line break)."""
     import json
     from pathlib import Path
 
@@ -122,9 +123,12 @@ def favour_printable_tokens(folder) -> None:
     for i in range(tok.get_vocab_size()):
         piece = tok.id_to_token(i)
         if piece in specials:
+            if suppress_specials:
+                bad.append(i)
             continue
         text = tok.decode([i])
-        if "\ufffd" in text or any(ord(c) < 32 and c not in "\n\t" for c in text) or not text:
+        if ("\ufffd" in text or any(ord(c) < 32 and c not in "\n\t" for c in text) or not text
+                or any(c in text for c in forbid)):
             bad.append(i)
     path = folder / "model.safetensors"
     tensors = load_file(str(path))

@@ -35,7 +35,11 @@ def test_single_line_only_when_code_follows_cursor(snippet, raw, expected):
     # inside a body: a line indented less than the cursor line ends it
     ("def f():\n    x = 1█\n", "\n    y = 2\nprint(x)", "\n    y = 2"),
     # empty line inside a body: the reference is the first suggested line
-    ("def f():\n    x = 1\n    █\n", "return x\n\nclass A:", "return x\n"),
+    ("def f():\n    x = 1\n    █\n", "return x\n\nclass A:", "return x"),
+    # sibling statements: one paragraph, up to a blank line
+    ("x = 1█", "\ny = 2\nz = 3\n\ndef g():", "\ny = 2\nz = 3"),
+    # inside a block just opened, blank lines are part of it
+    ("def f():█", "\n    a = 1\n\n    b = 2\nc = 3", "\n    a = 1\n\n    b = 2"),
     # a closing brace at the block's indentation is kept when the suffix lacks it
     ("if (x) {█", "\n  y();\n}\nfoo();", "\n  y();\n}"),
     # ...and dropped when the suffix already closes the block

@@ -4,8 +4,8 @@ completed.
 The reference line is the cursor's line when it has code, otherwise the first suggested line with
 code. If that line opens a block (ends with `:`, `{`, `(` or `[`), the block ends at the next line
 indented no deeper than it; a closing line (`}`, `)`, `]`) at the same indentation is kept unless
-the text after the cursor already starts with it. Otherwise the block ends at the first line
-indented less than the reference line.
+the text after the cursor already starts with it. Otherwise (sibling statements) it ends at the first
+line indented less than the reference line, or at the first blank line (one paragraph of code).
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ def block_end(ctx: CursorContext, text: str) -> int | None:
     for i in range(ref_index + 1, len(lines)):
         line = lines[i]
         if not line.strip():
+            if not opens and i + 1 < len(lines):
+                return offsets[i] - 1  # a blank line ends a run of sibling statements
             continue
         width = leading_width(line)
         if width > ref or (width == ref and not opens):
