@@ -32,10 +32,37 @@ class CursorContext:
         """Code follows the cursor on its line: the suggestion stays on this line."""
         return self.line_suffix.strip() != ""
 
+    def lines_before(self, n: int) -> list[str]:
+        """The last `n` lines of the prefix (the cursor's line, up to the cursor, last), without
+        splitting the whole text."""
+        return _tail(self.prefix, n).split("\n")[-n:]
+
+    def lines_after(self, n: int) -> list[str]:
+        """The first `n` lines of the suffix (the rest of the cursor's line first)."""
+        return _head(self.suffix, n).split("\n")[:n]
+
     @property
     def eol(self) -> str:
         m = LINE_END.search(self.prefix) or LINE_END.search(self.suffix)
         return m.group(0) if m else "\n"
+
+
+def _tail(text: str, n: int) -> str:
+    pos = len(text)
+    for _ in range(n):
+        pos = text.rfind("\n", 0, pos)
+        if pos < 0:
+            return text
+    return text[pos + 1:]
+
+
+def _head(text: str, n: int) -> str:
+    pos = -1
+    for _ in range(n):
+        pos = text.find("\n", pos + 1)
+        if pos < 0:
+            return text
+    return text[:pos]
 
 
 def context_at(text: str, offset: int, language_id: str | None = None, path: str | None = None,

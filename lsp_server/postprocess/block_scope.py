@@ -14,6 +14,7 @@ from lsp_server.context import CursorContext
 from lsp_server.postprocess.suggestion import Suggestion, leading_width
 
 OPENERS = (":", "{", "(", "[")
+SUFFIX_LINES = 50
 CLOSERS = ("}", ")", "]")
 
 
@@ -36,7 +37,7 @@ def block_end(ctx: CursorContext, text: str) -> int | None:
     ref_line = cursor_line if ref_index == 0 else lines[ref_index]
     ref = leading_width(ref_line)
     opens = ref_line.rstrip().endswith(OPENERS)
-    next_suffix_line = next((ln.strip() for ln in ctx.suffix.split("\n")[1:] if ln.strip()), "")
+    next_suffix_line = next((ln.strip() for ln in ctx.lines_after(SUFFIX_LINES)[1:] if ln.strip()), "")
     for i in range(ref_index + 1, len(lines)):
         line = lines[i]
         if not line.strip():

@@ -10,7 +10,7 @@ SAMPLE_LINES = 200
 
 def document_indentation(ctx: CursorContext) -> tuple[str, int] | None:
     """("tab", 1) or ("space", unit) from the lines around the cursor; None when unknown."""
-    lines = ctx.prefix.split("\n")[-SAMPLE_LINES:] + ctx.suffix.split("\n")[:SAMPLE_LINES // 4]
+    lines = ctx.lines_before(SAMPLE_LINES) + ctx.lines_after(SAMPLE_LINES // 4)
     tabs = spaces = 0
     unit = 0
     for line in lines:

@@ -7,6 +7,7 @@ from lsp_server.context import CursorContext
 from lsp_server.postprocess.suggestion import Suggestion
 
 MIN_REPEAT_CHARS = 4  # shorter lines (`}`, `end`, `pass`) legitimately repeat
+LOOK_BACK_LINES = 200
 
 
 def _meaningful(line: str) -> bool:
@@ -25,7 +26,7 @@ def drop_repeated_lines(ctx: CursorContext, s: Suggestion) -> Suggestion:
     full = [ln.strip() for ln in (ctx.line_prefix + s.text).split("\n") if ln.strip()]
     if not full or not all(_meaningful(ln) for ln in full):
         return s
-    before = [ln.strip() for ln in ctx.prefix.split("\n")[:-1] if ln.strip()]
+    before = [ln.strip() for ln in ctx.lines_before(LOOK_BACK_LINES)[:-1] if ln.strip()]
     if len(before) >= len(full) and before[-len(full):] == full:
         return s.with_text("")
     return s

@@ -6,12 +6,14 @@ from __future__ import annotations
 from lsp_server.context import CursorContext
 from lsp_server.postprocess.suggestion import Suggestion
 
+SUFFIX_LINES = 200
+
 
 def drop_suffix_overlap(ctx: CursorContext, s: Suggestion) -> Suggestion:
     lines = s.text.split("\n")
     if len(lines) < 2:
         return s
-    following = [ln.rstrip() for ln in ctx.suffix.split("\n")[1:]]
+    following = [ln.rstrip() for ln in ctx.lines_after(SUFFIX_LINES)[1:]]
     following = [ln for ln in following if ln.strip()]
     # Largest m: the last m non-blank suggested lines equal the first m following lines.
     body = [(i, ln.rstrip()) for i, ln in enumerate(lines) if i > 0 and ln.strip()]
