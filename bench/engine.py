@@ -91,26 +91,25 @@ def _tensors(m):
 
 
 def hf_round(model, ids, new_tokens):
-    """One (prefill ms, decode ms/token) measurement of transformers: a forward over the prompt, and
-    generate() of new_tokens+1 tokens minus generate() of 1 token."""
-    from transformers import GenerationConfig
+    """One (prefill ms, decode ms/token) measurement of transformers' generate(): a logits processor
+    stamps the time at every step, so prefill = start -> first step, decode = mean step after that."""
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    stamps = []
+
+    def stamp(input_ids, scores):
+        stamps.append(time.perf_counter())
+        return scores
 
     inp = torch.tensor([ids])
-    mask = torch.ones_like(inp)
-
-    def gen(n):
-        cfg = GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None,
-                               pad_token_id=0)
-        t = time.perf_counter()
-        model.generate(inp, attention_mask=mask, generation_config=cfg)
-        return (time.perf_counter() - t) * 1000
-
+    cfg = GenerationConfig(max_new_tokens=new_tokens + 1, min_new_tokens=new_tokens + 1, do_sample=False,
+                           eos_token_id=None, pad_token_id=0)
     with torch.inference_mode():
         t = time.perf_counter()
-        model(inp, attention_mask=mask, use_cache=True)
-        prefill = (time.perf_counter() - t) * 1000
-        decode = (gen(new_tokens + 1) - gen(1)) / new_tokens
-    return prefill, decode
+        model.generate(inp, attention_mask=torch.ones_like(inp), generation_config=cfg,
+                       logits_processor=LogitsProcessorList([stamp]))
+    assert len(stamps) == new_tokens + 1
+    return (stamps[0] - t) * 1000, (stamps[-1] - stamps[0]) * 1000 / new_tokens
 
 
 def ours_round(eng, ids, new_tokens):

@@ -98,6 +98,8 @@ class Engine:
             logits = None
         else:
             logits = self._forward(kv, prompt[reused:])
+        if budget <= 0:  # max_new_tokens=0: prefill only (warms the session's cache)
+            logits = None
         t1 = time.perf_counter()
         while logits is not None:
             token = pick_token(logits, params.temperature, params.top_p, generator)

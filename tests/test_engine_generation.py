@@ -36,6 +36,14 @@ def test_max_new_tokens(eng, lm):
     assert res.text == lm.decode(res.token_ids) and res.prompt_tokens == len(lm.encode(PROMPT))
 
 
+def test_zero_new_tokens_only_prefills_the_session(eng, lm):
+    ids = lm.encode(PROMPT)
+    res = eng.generate(ids, GenerationParams(max_new_tokens=0), session="warm")
+    assert res.token_ids == [] and res.stop_reason == "max_tokens" and eng.session_tokens("warm") == ids
+    again = eng.generate(ids + [40], GenerationParams(max_new_tokens=3), session="warm")
+    assert again.reused_tokens == len(ids) and again.prefill_tokens == 1
+
+
 def test_sampling_is_reproducible_with_seed_and_varies_without(eng, lm):
     params = GenerationParams(max_new_tokens=16, temperature=1.0, seed=123)
     a = eng.generate(lm.encode(PROMPT), params).token_ids
