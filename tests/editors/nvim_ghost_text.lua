@@ -203,6 +203,7 @@ local function scenario()
   wait_for("ghost text from the restarted server", function() return shown() ~= nil end)
   step("restarted", { ghost = shown(), clients = #vim.lsp.get_clients({ bufnr = buf }) })
   keys("<Esc>")
+  step("stats_text", infill.stats_text())
   report.stats = ghost.stats
 end
 

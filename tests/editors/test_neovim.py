@@ -109,6 +109,12 @@ def test_toggle_stops_requests_and_restart_brings_a_working_server(nvim_run):
     assert restarted["clients"] == 1, "the old server is still attached"
 
 
+def test_stats_show_the_client_counters_and_the_server_model(nvim_run):
+    text = nvim_run["stats_text"]
+    assert text.startswith("infill: requests ")
+    assert "server: model " in text and "(ready)" in text
+
+
 WIRING_SCRIPT = Path(__file__).with_name("nvim_builtin_wiring.lua")
 
 

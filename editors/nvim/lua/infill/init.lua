@@ -184,6 +184,31 @@ function M.status()
   return #clients() > 0 and "infill" or ""
 end
 
+--- Client counters, and the server's model status and latency when it answers in time.
+function M.stats_text()
+  local st = ghost.stats
+  local lines = { string.format("infill: requests %d, shown %d, accepted %d, errors %d, last latency %s",
+    st.requests, st.shown, st.accepted, st.errors,
+    st.last_latency_ms and string.format("%d ms", st.last_latency_ms) or "-") }
+  for _, client in ipairs(clients()) do
+    local bufnr = next(client.attached_buffers or {})
+    local ok, res = pcall(function()
+      if vim.fn.has("nvim-0.11") == 1 then
+        return client:request_sync("workspace/executeCommand", { command = "infill.stats" }, 2000, bufnr)
+      end
+      return client.request_sync("workspace/executeCommand", { command = "infill.stats" }, 2000, bufnr)
+    end)
+    local s = ok and res and res.result
+    if s then
+      local model = s.model or {}
+      table.insert(lines, string.format("server: model %s (%s)%s, suggestions shown %s, accepted %s, p50 %s ms",
+        tostring(model.source), tostring(model.status), model.error and (": " .. model.error) or "",
+        tostring(s.suggestionsShown), tostring(s.accepted), tostring(s.latencyMs and s.latencyMs.p50 or "-")))
+    end
+  end
+  return table.concat(lines, "\n")
+end
+
 local function parse_value(text)
   if text == "true" or text == "false" then
     return text == "true"
@@ -213,12 +238,8 @@ function M.setup(opts)
 
   vim.api.nvim_create_user_command("InfillToggle", function() M.toggle() end, { desc = "infill: suggestions on/off" })
   vim.api.nvim_create_user_command("InfillRestart", M.restart, { desc = "infill: restart the server" })
-  vim.api.nvim_create_user_command("InfillStats", function()
-    local st = ghost.stats
-    vim.notify(string.format("infill: requests %d, shown %d, accepted %d, errors %d, last latency %s",
-      st.requests, st.shown, st.accepted, st.errors,
-      st.last_latency_ms and string.format("%d ms", st.last_latency_ms) or "-"))
-  end, { desc = "infill: show statistics" })
+  vim.api.nvim_create_user_command("InfillStats", function() vim.notify(M.stats_text()) end,
+    { desc = "infill: show statistics" })
   vim.api.nvim_create_user_command("InfillSet", function(args)
     if #args.fargs ~= 2 then
       vim.notify("infill: usage :InfillSet NAME VALUE", vim.log.levels.ERROR)
