@@ -79,7 +79,8 @@ class SoakResult:
     completions_sent: int = 0
     completions_cancelled_by_client: int = 0
     unanswered: int = 0
-    completion_waits_ms: list[float] = field(default_factory=list)
+    completion_waits_ms: list[float] = field(default_factory=list)  # every answer, cancelled ones included
+    answered_waits_ms: list[float] = field(default_factory=list)  # answers with a result (not cancelled)
     other_waits_ms: list[float] = field(default_factory=list)
     idle_other_waits_ms: list[float] = field(default_factory=list)
     rss: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the run, MiB)
@@ -100,6 +101,7 @@ class SoakResult:
         first, second = self.rss_after_warmup()
         peak = max(m for _, m in self.rss)
         cw, ow, iw = self.completion_waits_ms, self.other_waits_ms, self.idle_other_waits_ms
+        aw = self.answered_waits_ms
         s = self.final_stats
         rows = [
             f"soak: {self.docs} documents, {self.duration_s:.0f} s, KV budget {self.kv_budget_mb} MiB",
@@ -113,7 +115,10 @@ class SoakResult:
             f" | max 1st half {first:.1f}, max 2nd half {second:.1f} (growth {second - first:+.1f})",
             f"  KV bytes: max {max(self.kv_bytes, default=0) / 2**20:.2f} MiB vs budget {self.kv_budget_mb} MiB",
             f"  completion wait ms: p50 {percentile(cw, .5):.0f} p95 {percentile(cw, .95):.0f} "
-            f"p99 {percentile(cw, .99):.0f} max {max(cw, default=float('nan')):.0f}",
+            f"p99 {percentile(cw, .99):.0f} max {max(cw, default=float('nan')):.0f} (all answers, incl. "
+            f"cancelled when the next key came)",
+            f"  answered with a result ({len(aw)}): wait ms p50 {percentile(aw, .5):.0f} p95 {percentile(aw, .95):.0f} "
+            f"max {max(aw, default=float('nan')):.0f}",
             f"  other requests (infill.stats) wait ms under load: p50 {percentile(ow, .5):.1f} "
             f"p99 {percentile(ow, .99):.1f} max {max(ow, default=float('nan')):.1f} | idle baseline p50 "
             f"{percentile(iw, .5):.1f} max {max(iw, default=float('nan')):.1f}",
@@ -180,6 +185,8 @@ def run_soak(model: str, duration_s: float = 120.0, docs: int = 20, kv_budget_mb
         for rid, t in sent.items():
             if rid in client.arrivals:
                 result.completion_waits_ms.append((client.arrivals[rid] - t) * 1000)
+                if "result" in client.responses[rid]:
+                    result.answered_waits_ms.append((client.arrivals[rid] - t) * 1000)
         for rid, t in other.items():
             if rid in client.arrivals:
                 answer = client.responses[rid]
@@ -222,11 +229,18 @@ def main(argv=None) -> int:
     parser.add_argument("--keys-per-second", type=float, default=20.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", help="checkpoint folder (default: a random 2 x 128 GPTBigCode)")
+    parser.add_argument("--baseline-budget-mb", type=int, default=0,
+                        help="also run the same soak with this (large) budget, as the unbounded baseline")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or str(build_model(Path(tmp) / "soak-model"))
         result = run_soak(model, args.duration, args.docs, args.kv_budget_mb, args.keys_per_second, args.threads)
+        baseline = args.baseline_budget_mb and run_soak(model, args.duration, args.docs, args.baseline_budget_mb,
+                                                        args.keys_per_second, args.threads)
     print(result.report())
+    if baseline:
+        print("baseline with a large budget:")
+        print(baseline.report())
     print("  RSS samples (s: MiB): " + " ".join(f"{t:.0f}:{m:.0f}" for t, m in result.rss[::max(1, len(result.rss) // 24)]))
     return 0
 
