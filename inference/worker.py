@@ -40,6 +40,9 @@ class GenerationJob:
     model_generation: int = 0
 
 
+WARM_UP_SESSION = "\x00infill-ls/warm-up"
+
+
 class WorkerClosed(RuntimeError):
     pass
 
@@ -174,6 +177,34 @@ class InferenceWorker:
 
     def _do_session_tokens(self, session: str):
         return [] if self.engine is None else self.engine.session_tokens(session)
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when a GPU is usable, else "cpu"."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _warm_up(engine, lm) -> None:
+    """A short realistic generation right after loading (a 40-token prompt in a session, then 48
+    decode steps): the first runs pay one-time costs (kernel selection, compilation, allocator
+    growth) of seconds that would otherwise land on the user's first keystrokes."""
+    from inference.engine import GenerationParams
+
+    first = (list(getattr(lm, "bos_ids", [])) or list(lm.eos_token_ids[:1]) or [0])[:1]
+    try:
+        prompt = (first + lm.encode_plain("import os\n" * 8))[:40] if hasattr(lm, "encode_plain") else first * 40
+        engine.generate(prompt, GenerationParams(max_new_tokens=48), session=WARM_UP_SESSION)
+    except Exception:  # noqa: BLE001 - a failed warm-up shows up again, clearly, on the first request
+        log.exception("warm-up generation failed")
+    finally:
+        try:
+            engine.close_session(WARM_UP_SESSION)
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def resolve_device(device: str) -> str:
