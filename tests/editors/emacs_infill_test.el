@@ -20,7 +20,10 @@
       infill-delay 0.05
       eglot-sync-connect 30
       python-indent-guess-indent-offset nil)
+;; The README's set-up:
 (infill-eglot-setup)
+(add-hook 'prog-mode-hook #'eglot-ensure)
+(add-hook 'eglot-managed-mode-hook #'infill-mode-maybe)
 
 (defconst infill-test-typed "def add(a, b):")
 
@@ -41,7 +44,8 @@
       (with-temp-file file (insert "import os\n\n\n"))
       (setq infill-test-buffer (find-file-noselect file))
       (with-current-buffer infill-test-buffer
-        (apply #'eglot (eglot--guess-contact))  ; what eglot-ensure does on the next command
+        ;; eglot-ensure (from prog-mode-hook) connects after the next command: run that hook
+        (run-hooks 'post-command-hook)
         (infill-test-wait "eglot to connect" (lambda () (eglot-current-server)) 30)
         (infill-test-wait "the model to load"
                           (lambda ()
@@ -84,8 +88,7 @@
   (with-current-buffer (infill-test-buffer)
     (switch-to-buffer (current-buffer))
     (infill-test-reset-line)
-    (infill-mode-maybe)
-    (should infill-mode)
+    (should infill-mode)                ; turned on by eglot-managed-mode-hook (infill-mode-maybe)
     ;; Typing (real commands through the command loop) schedules a request; ghost text appears.
     (execute-kbd-macro infill-test-typed)
     (should (equal (infill-test-line) infill-test-typed))
