@@ -112,6 +112,7 @@ def test_trailing_whitespace_is_trimmed(snippet, raw, expected):
     ("x = [█]", "1, 2]]", "1, 2]", False),            # over-closes once
     ("print(█)", "'a)'", "'a)'", False),              # a bracket inside a string is not one
     ("y = █ + 1", "x", "x", False),
+    ("print(█)", ")", "", False),                     # only the rest of the line again: nothing
 ])
 def test_rest_of_line_is_never_repeated(snippet, raw, expected, replace):
     s = run(fit_rest_of_line, snippet, raw)

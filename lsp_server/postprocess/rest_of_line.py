@@ -50,6 +50,8 @@ def fit_rest_of_line(ctx: CursorContext, s: Suggestion) -> Suggestion:
     core = rest.strip()
     text = s.text.rstrip()
     head = ctx.line_prefix
+    if core and text.strip() == core:
+        return s.with_text("")  # nothing but the code already after the cursor
     options = [(bracket_imbalance(head + s.text + rest), 2, s)]
     # the suggestion ends with a start of the rest of the line: drop that part
     for k in range(len(core), 0, -1):
