@@ -24,8 +24,8 @@ vim.lsp.inline_completion = {
 vim.opt.rtp:prepend(env.INFILL_REPO .. "/editors/nvim")
 vim.cmd("filetype on")
 vim.o.swapfile = false
+-- No `cmd`: the plugin finds `infill-ls` on PATH, as in the README.
 require("infill").setup({
-  cmd = vim.json.decode(env.INFILL_SERVER_CMD),
   server = { model = env.INFILL_TEST_MODEL, device = "cpu" },
 })
 vim.cmd("edit " .. vim.fn.fnameescape(env.INFILL_WORKDIR .. "/wiring.py"))
@@ -52,6 +52,7 @@ vim.schedule(function()
       end
       sleep(50)
       report.after_attach = vim.deepcopy(report.calls)
+      report.cmd = vim.lsp.get_clients({ bufnr = buf, name = "infill-ls" })[1].config.cmd
       keys("ix<Tab>")           -- nothing to accept: a real Tab
       sleep(50)
       report.line_after_plain_tab = vim.api.nvim_get_current_line()

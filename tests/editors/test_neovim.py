@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,16 +119,20 @@ def test_stats_show_the_client_counters_and_the_server_model(nvim_run):
 WIRING_SCRIPT = Path(__file__).with_name("nvim_builtin_wiring.lua")
 
 
-def test_on_0_12_the_plugin_drives_the_builtin_inline_completion(nvim, tiny_model, server_command, tmp_path):
-    """The 0.12+ branch, with vim.lsp.inline_completion stood in (the CI Neovim is 0.11)."""
+def test_on_0_12_the_plugin_drives_the_builtin_inline_completion(nvim, tiny_model, tmp_path):
+    """The 0.12+ branch, with vim.lsp.inline_completion stood in (the CI Neovim is 0.11), and the
+    README's set-up: no `cmd`, the server is `infill-ls` found on PATH."""
     result = tmp_path / "result.json"
-    env = dict(os.environ, INFILL_REPO=str(REPO), INFILL_SERVER_CMD=json.dumps(server_command),
+    venv_bin = Path(sys.executable).parent  # where `pip install` put the infill-ls command
+    assert (venv_bin / "infill-ls").exists(), "infill-ls is not installed beside this Python (pip install -e .)"
+    env = dict(os.environ, INFILL_REPO=str(REPO), PATH=f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
                INFILL_TEST_MODEL=str(tiny_model), INFILL_WORKDIR=str(tmp_path), INFILL_RESULT=str(result))
     proc = subprocess.run([nvim, "--headless", "-u", "NONE", "-i", "NONE", "-n", "-S", str(WIRING_SCRIPT)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
     report = json.loads(result.read_text())
     assert "error" not in report and proc.returncode == 0, f"{report}\n{proc.stderr}"
     buf = report["buf"]
+    assert report["cmd"] == [str(venv_bin / "infill-ls"), "serve"], "the default command is infill-ls from PATH"
     assert report["after_attach"] == [["enable", True, buf]]
     assert report["line_after_plain_tab"] == "x\t", "Tab with nothing to accept must stay a Tab"
     assert report["line_after_accept"] == "x\t", "an accepted suggestion must not also insert a Tab"
