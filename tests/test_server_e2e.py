@@ -4,6 +4,7 @@ on tiny random checkpoints (StarCoder-like FIM and CodeGen-like left-to-right)."
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from lsprotocol import types as t
@@ -85,6 +86,8 @@ async def test_typing_a_line_reuses_the_kv_cache_and_items_fit_the_suffix(starco
         assert "return" not in " ".join(m.message for m in client.log_messages)  # no text at info
         assert s["kvSessions"] == 1 and s["kvCacheBytes"] > 0
 
+        assert shown > 0
+
         # mid-line, before code: one line, never repeating the ")" that follows
         mid = Doc(client, "file:///w/mid.py", "x = max(1, )\n")
         cursor = mid.offset_of(")")
@@ -92,11 +95,20 @@ async def test_typing_a_line_reuses_the_kv_cache_and_items_fit_the_suffix(starco
             check_item(mid, cursor, item)
 
         # plain completion for clients without inline completion: an item with a textEdit from the word start
-        items = await doc.complete(offset)
-        for item in items:
-            word_start = doc.position(offset - len("b"))
-            assert item.text_edit.range.start == word_start
-            assert item.text_edit.new_text.startswith("b") and item.insert_text == item.text_edit.new_text
+        plain = []
+        for ch in " * a":
+            doc.insert(offset, ch)
+            offset += 1
+            plain = await doc.complete(offset)
+            if plain:
+                break
+        assert plain
+        for item in plain:
+            word = re.search(r"[A-Za-z0-9_]*$", doc.text[:offset]).group(0)  # identifier before the cursor
+            assert item.text_edit.range.start == doc.position(offset - len(word))
+            assert item.text_edit.range.end.line == doc.position(offset).line
+            assert item.text_edit.new_text.startswith(word) and item.insert_text == item.text_edit.new_text
+            assert item.command.command == "infill.accept"
 
         doc.close()
         mid.close()
