@@ -18,6 +18,8 @@ from .kv_cache import SessionCaches, SessionKV
 from .loader import LanguageModel
 from .sampling import pick_token
 
+PREFILL_CHUNK = 512  # prompt tokens per forward during prefill (cancel and time limit are checked between)
+
 
 @dataclass(frozen=True)
 class GenerationParams:
@@ -66,6 +68,23 @@ class Engine:
         kv.advance(ids)
         return model.logits(hidden[-1:])[0]
 
+    def _prefill(self, kv: SessionKV, ids: list[int], cancel: threading.Event | None,
+                 deadline: float | None) -> tuple[torch.Tensor | None, str | None]:
+        """Run the new prompt tokens in chunks of PREFILL_CHUNK: a long prefill (opening a big file,
+        a jump) can be cancelled or time out between chunks, and what it has computed stays in the
+        session's cache, so the next request for the document goes on from there. Returns the last
+        position's logits, or (None, "cancelled" | "time")."""
+        model = self.lm.model
+        while len(ids) > PREFILL_CHUNK:
+            chunk, ids = ids[:PREFILL_CHUNK], ids[PREFILL_CHUNK:]
+            model.forward(torch.tensor(chunk, dtype=torch.long, device=self.lm.device), kv)
+            kv.advance(chunk)
+            if cancel is not None and cancel.is_set():
+                return None, "cancelled"
+            if deadline is not None and time.perf_counter() >= deadline:
+                return None, "time"
+        return self._forward(kv, ids), None
+
     @torch.inference_mode()
     def generate(self, prompt_ids: list[int], params: GenerationParams, session: str | None = None,
                  cancel: threading.Event | None = None,
@@ -97,7 +116,9 @@ class Engine:
             reason = "cancelled"
             logits = None
         else:
-            logits = self._forward(kv, prompt[reused:])
+            logits, stopped = self._prefill(kv, prompt[reused:], cancel, deadline)
+            if stopped:
+                reason = stopped
         if budget <= 0:  # max_new_tokens=0: prefill only (warms the session's cache)
             logits = None
         t1 = time.perf_counter()
