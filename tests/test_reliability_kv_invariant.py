@@ -4,12 +4,14 @@ document's reused KV state equals a fresh engine's completion of the same prompt
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import inference.engine
 from inference.engine import Engine, GenerationParams
 from inference.kv_cache import GROW
 from inference.loader import load_model
@@ -25,6 +27,7 @@ BUILDERS = {
     "xglm": lambda d: make_xglm(d),
 }
 _models: dict = {}
+REAL_PREFILL_CHUNK = inference.engine.PREFILL_CHUNK
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -66,7 +69,9 @@ steps = st.lists(st.tuples(
     edit_scripts(max_edits=3),                  # edits to it (its initial text used only on first touch)
     st.floats(0, 1),                            # cursor
     st.sampled_from(["psm", "spm", "prefix"]),  # prompt layout
-    st.sampled_from([None, None, None, 0, 1, 3]),  # cancel after this many tokens (0: before the start)
+    # cancel after this many tokens (0: before the start), or ("forward", n): after n forward calls,
+    # i.e. between prefill chunks
+    st.sampled_from([None, None, None, 0, 1, 3, ("forward", 1), ("forward", 2)]),
     st.booleans(),                              # close the document afterwards
 ), min_size=1, max_size=6)
 
@@ -88,14 +93,27 @@ def check_family(lm, fresh: Engine, budget_sessions: float, script) -> None:
         cancel, seen = threading.Event(), []
         if cancel_after == 0:
             cancel.set()
+        by_tokens = cancel_after if isinstance(cancel_after, int) else None
 
-        def on_token(token, seen=seen, cancel=cancel, limit=cancel_after):
+        def on_token(token, seen=seen, cancel=cancel, limit=by_tokens):
             seen.append(token)
             if limit is not None and len(seen) >= limit:
                 cancel.set()
 
         session = f"doc{doc}"
-        got = eng.generate(prompt, params, session=session, cancel=cancel, on_token=on_token)
+        model, forward, calls = lm.model, lm.model.forward, []
+        if isinstance(cancel_after, tuple):
+            def counting(*a, **k):
+                calls.append(1)
+                if len(calls) >= cancel_after[1]:
+                    cancel.set()
+                return forward(*a, **k)
+
+            model.forward = counting
+        try:
+            got = eng.generate(prompt, params, session=session, cancel=cancel, on_token=on_token)
+        finally:
+            model.forward = forward
         if got.stop_reason == "cancelled":
             assert got.token_ids == expected[:len(got.token_ids)]  # a cut-short run is a prefix of the truth
         else:
@@ -115,10 +133,35 @@ def check_family(lm, fresh: Engine, budget_sessions: float, script) -> None:
 
 @pytest.mark.parametrize("family", list(BUILDERS))
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(script=steps, budget_sessions=st.sampled_from([0.5, 1.0, 1.5, 100.0]))
-def test_reused_kv_state_gives_the_fresh_engines_greedy_completion(models, family, script, budget_sessions):
+@given(script=steps, budget_sessions=st.sampled_from([0.5, 1.0, 1.5, 100.0]),
+       prefill_chunk=st.sampled_from([512, 512, 5, 16]))
+def test_reused_kv_state_gives_the_fresh_engines_greedy_completion(models, family, script, budget_sessions,
+                                                                   prefill_chunk):
+    """prefill_chunk: the engine's prefill chunk, made small so prompts are prefilled in pieces and
+    a cancel can land between them (the fresh engine always uses the real one)."""
     lm = models(family)
-    check_family(lm, Engine(lm), budget_sessions, script)
+    with prefill_chunk_of(prefill_chunk):
+        check_family(lm, FreshEngine(lm), budget_sessions, script)
+
+
+@contextlib.contextmanager
+def prefill_chunk_of(n: int):
+    import inference.engine as engine_module
+
+    real = engine_module.PREFILL_CHUNK
+    engine_module.PREFILL_CHUNK = n
+    try:
+        yield real
+    finally:
+        engine_module.PREFILL_CHUNK = real
+
+
+class FreshEngine(Engine):
+    """The reference: no session, and the engine's real prefill chunk whatever the test set."""
+
+    def generate(self, prompt_ids, params, session=None, cancel=None, on_token=None):
+        with prefill_chunk_of(REAL_PREFILL_CHUNK):
+            return super().generate(prompt_ids, params)
 
 
 @pytest.mark.parametrize("family", ["gpt_bigcode", "codegen", "xglm"])
