@@ -168,8 +168,23 @@ class InferenceWorker:
                     job.stopped_early = True
                     job.cancel.set()
 
-        return self.engine.generate(job.prompt_ids, job.params, session=job.session, cancel=job.cancel,
-                                    on_token=on_token)
+        try:
+            return self.engine.generate(job.prompt_ids, job.params, session=job.session, cancel=job.cancel,
+                                        on_token=on_token)
+        except Exception as e:
+            if type(e).__name__ == "OutOfMemoryError":  # torch's; the module stays free of a torch import
+                self._free_kv_after_oom()
+            raise
+
+    def _free_kv_after_oom(self) -> None:
+        """Out of memory: drop every document's KV cache (it is rebuilt on demand), so the next
+        request has room instead of failing the same way."""
+        self.engine.caches.sessions.clear()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        log.warning("out of memory during generation: dropped all KV caches")
 
     def _do_close_session(self, session: str):
         if self.engine is not None:
