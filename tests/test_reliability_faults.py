@@ -118,7 +118,10 @@ def test_a_failing_forward_gives_an_empty_answer_one_message_and_the_next_reques
     assert waited < TIMEOUT_MS / 1000 + SLACK_S
     about = session.messages_about(type(error).__name__)
     assert len(about) == 1 and str(error) in about[0] and "Traceback" not in about[0], about
-    assert session.client.stats()["errors"] == errors_before + 1
+    s = session.client.stats()
+    assert s["errors"] == errors_before + 1
+    if isinstance(error, torch.OutOfMemoryError):
+        assert s["kvSessions"] == 0 and s["kvCacheBytes"] == 0  # KV memory given back after an OOM
     monkeypatch.undo()
     session.assert_next_request_works()
     session.assert_next_request_works()
