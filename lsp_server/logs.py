@@ -38,8 +38,9 @@ class ClientLog:
         if log_file:
             try:
                 handler = logging.FileHandler(os.path.expanduser(log_file), encoding="utf-8")
-            except OSError as e:
-                return f"infill-ls: cannot open log file {log_file!r}: {e.strerror or e}; logging to the client only"
+            except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+                reason = getattr(e, "strerror", None) or e
+                return f"infill-ls: cannot open log file {log_file!r}: {reason}; logging to the client only"
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
             file_logger.addHandler(handler)
             self._file_handler, self._file_path = handler, log_file
