@@ -229,6 +229,45 @@ def test_a_client_that_stops_reading_for_a_while_gets_every_answer_afterwards(se
     normal_request_works(server)
 
 
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20) | st.sampled_from(["", "\x00", "auto", "cuda", "trace", "*", "-1"]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=6)
+# every option but logFile (a random path would be created in the working tree; NUL paths are below)
+OPTION_NAMES = ["model", "device", "dtype", "maxNewTokensSingleLine", "maxNewTokensMultiLine", "temperature",
+                "topP", "numCandidates", "debounceMs", "rateLimit", "contextTokens", "suffixFraction", "kvBudgetMb",
+                "requestTimeoutMs", "languages", "logLevel"]
+option_dicts = st.dictionaries(st.sampled_from(OPTION_NAMES) | st.text(max_size=10).filter(
+    lambda k: k.lower().replace("_", "") not in ("logfile", "infill", "infillls", "infill-ls")), json_values,
+    max_size=6)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(options=option_dicts, nested=st.booleans())
+def test_random_option_values_in_configuration_never_break_the_server(server, checkpoint, options, nested):
+    server.notify("workspace/didChangeConfiguration", {"settings": {"infill": options} if nested else options})
+    s = server.stats(timeout=5)
+    assert s["config"]["requestTimeoutMs"] >= 50 and s["config"]["maxNewTokensSingleLine"] >= 1
+    # back to the working options (a random model/device makes the model reload or fail)
+    server.notify("workspace/didChangeConfiguration", {"settings": {
+        "model": checkpoint, "device": "auto", "dtype": "auto", "kvBudgetMb": 256, "languages": ["*"],
+        "logLevel": "warning", "maxNewTokensSingleLine": 4, "maxNewTokensMultiLine": 8, "requestTimeoutMs": 5000,
+        "debounceMs": 0, "rateLimit": 20, "contextTokens": 0, "numCandidates": 3, "temperature": 0}})
+
+
+def test_initialize_with_every_option_wrong_still_starts_with_warnings(tmp_path):
+    bad = {name: {"nested": [1, None]} for name in OPTION_NAMES}
+    bad.update(logFile=str(tmp_path / "a\x00b.log"), model=str(tmp_path / "missing\x00model"))
+    with RawClient(TEST_SERVER_COMMAND) as client:
+        answer = client.initialize(bad)
+        assert "capabilities" in answer["result"], answer
+        assert client.wait_model()["model"]["status"] == "failed"
+        shown = client.shown_messages()
+        assert any("logFile" in m or "log file" in m for m in shown) and any("maxNewTokensSingleLine" in m for m in shown)
+        assert client.assert_alive()["config"]["requestTimeoutMs"] == 5000  # defaults in place of the bad values
+
+
 def test_after_all_the_abuse_the_server_still_completes_and_shuts_down_cleanly(checkpoint, server):
     normal_request_works(server)
     assert server.close() == 0  # shutdown + exit: a clean exit, in bounded time
