@@ -16,8 +16,8 @@ import torch
 
 from .errors import ModelError
 from .attention import flash_available
+from .blocks import compiled_decode_ops, wants_compiled_decode
 from .fim import FimFormat, fim_format
-from .gemv import HalfGemv, wants_half_gemv
 from .kv_cache import KVSpec, SessionKV
 from .models import MODEL_CLASSES
 from .tokenizer_files import load_tokenizer
@@ -186,6 +186,6 @@ def load_model(source=None, device="cpu", dtype="auto", family: str | None = Non
     weights = WeightMap(tensors, origin, dt, dev)
     model = MODEL_CLASSES[fam](cfg, weights)
     weights.finish()
-    if wants_half_gemv(dev, dt):
-        model.gemv = HalfGemv()
+    if wants_compiled_decode(dev, dt):
+        model.decode_ops = compiled_decode_ops(model.act)
     return LanguageModel(fam, cfg, tokenizer, model, dev, dt, folder)

@@ -79,16 +79,17 @@ class CodeGen(DecoderBase):
     def forward(self, ids: torch.Tensor, kv) -> torch.Tensor:
         """ids (T,) at positions kv.start.. -> hidden states before ln_f (T, C)."""
         start, t = kv.start, ids.shape[0]
+        ops = self.ops_for(t)
         cos, sin = self.cos[start:start + t], self.sin[start:start + t]
         x = F.embedding(ids, self.wte)
-        for i, layer in enumerate(self.layers):
-            h = self.norm(x, layer.ln1_w, layer.ln1_b)
-            q, k, v = self.split_qkv(self.linear(h, layer.qkv_w))
+        for i, ly in enumerate(self.layers):
+            h, qkv = ops.attn_in(x, ly.ln1_w, ly.ln1_b, self.eps, ly.qkv_w, None)
+            q, k, v = self.split_qkv(qkv)
             q = rotate_interleaved(q, cos, sin, self.rotary_dim)
             k = rotate_interleaved(k, cos, sin, self.rotary_dim)
-            attn = self.linear(kv.attend(i, q, k, v, self.scale), layer.out_w)
-            x = x + attn + self.mlp(h, layer)
+            attn = kv.attend(i, q, k, v, self.scale)
+            x = ops.parallel_out(x, h, attn, ly.out_w, ly.fc1_w, ly.fc1_b, ly.fc2_w, ly.fc2_b)
         return x
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.norm(hidden, self.lnf_w, self.lnf_b), self.head, self.head_b).float()
+        return self.ops_for(hidden.shape[0]).head(hidden, self.lnf_w, self.lnf_b, self.eps, self.head, self.head_b)

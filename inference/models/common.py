@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..blocks import eager_ops
 from ..errors import ModelError
 
 
@@ -70,12 +71,16 @@ class DecoderBase:
     vocab_size: int
     eps: float
     act = staticmethod(_gelu_tanh)
-    gemv = None  # set by the loader: a faster (x, w, b) for one-row inputs, or None
+    decode_ops = None  # set by the loader: compiled one-token ops (bf16/fp16 on CPU), or None
+    _eager_ops = None
 
-    def linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-        if self.gemv is not None and x.shape[0] == 1:
-            return self.gemv(x, w, b)
-        return F.linear(x, w, b)
+    def ops_for(self, tokens: int):
+        """The block functions to run `tokens` rows with (see inference.blocks)."""
+        if tokens == 1 and self.decode_ops is not None:
+            return self.decode_ops
+        if self._eager_ops is None:
+            self._eager_ops = eager_ops(self.act)
+        return self._eager_ops
 
     @property
     def scale(self) -> float:
@@ -86,9 +91,3 @@ class DecoderBase:
         h, hk, d = self.n_heads, self.kv_heads, self.head_dim
         q, k, v = qkv.split((h * d, hk * d, hk * d), dim=-1)
         return q.view(t, h, d), k.view(t, hk, d), v.view(t, hk, d)
-
-    def mlp(self, x: torch.Tensor, layer: Layer) -> torch.Tensor:
-        return self.linear(self.act(self.linear(x, layer.fc1_w, layer.fc1_b)), layer.fc2_w, layer.fc2_b)
-
-    def norm(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, (x.shape[-1],), w, b, self.eps)

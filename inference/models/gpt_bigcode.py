@@ -53,15 +53,16 @@ class GPTBigCode(DecoderBase):
 
     def forward(self, ids: torch.Tensor, kv) -> torch.Tensor:
         """ids (T,) at positions kv.start.. -> final hidden states (T, C)."""
-        start = kv.start
-        x = F.embedding(ids, self.wte) + self.wpe[start:start + ids.shape[0]]
-        for i, layer in enumerate(self.layers):
-            h = self.norm(x, layer.ln1_w, layer.ln1_b)
-            q, k, v = self.split_qkv(self.linear(h, layer.qkv_w, layer.qkv_b))
-            x = x + self.linear(kv.attend(i, q, k, v, self.attn_scale), layer.out_w, layer.out_b)
-            x = x + self.mlp(self.norm(x, layer.ln2_w, layer.ln2_b), layer)
+        start, t = kv.start, ids.shape[0]
+        ops = self.ops_for(t)
+        x = F.embedding(ids, self.wte) + self.wpe[start:start + t]
+        for i, ly in enumerate(self.layers):
+            _, qkv = ops.attn_in(x, ly.ln1_w, ly.ln1_b, self.eps, ly.qkv_w, ly.qkv_b)
+            attn = kv.attend(i, *self.split_qkv(qkv), self.attn_scale)
+            x = ops.sequential_out(x, attn, ly.out_w, ly.out_b, ly.ln2_w, ly.ln2_b, self.eps,
+                                   ly.fc1_w, ly.fc1_b, ly.fc2_w, ly.fc2_b)
         return x
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(T, C) -> fp32 (T, V)."""
-        return self.linear(self.norm(hidden, self.lnf_w, self.lnf_b), self.head).float()
+        return self.ops_for(hidden.shape[0]).head(hidden, self.lnf_w, self.lnf_b, self.eps, self.head, None)
