@@ -41,14 +41,19 @@ def pct(values, q):
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def random_checkpoint(shape: str) -> str:
+def random_checkpoint(shape: str, family: str = "starcoder") -> str:
     sys.path.insert(0, str(ROOT))
-    from tests.checkpoints import make_gpt_bigcode
+    from tests.checkpoints import make_codegen, make_gpt_bigcode
     from tests.server_harness import favour_printable_tokens
 
     layers, width = (int(x) for x in shape.lower().split("x"))
-    folder = make_gpt_bigcode(Path(tempfile.mkdtemp(prefix="infill-replay-")) / "ckpt", n_layer=layers,
-                              n_embd=width, n_head=max(1, width // 64), n_positions=2048)
+    where = Path(tempfile.mkdtemp(prefix="infill-replay-")) / "ckpt"
+    heads = max(1, width // 64)
+    if family == "codegen":
+        heads = max(4, heads - heads % 4)  # CodeGen's fused qkv layout splits heads in 4 groups
+        folder = make_codegen(where, n_layer=layers, n_embd=width, n_head=heads, n_positions=2048)
+    else:
+        folder = make_gpt_bigcode(where, n_layer=layers, n_embd=width, n_head=heads, n_positions=2048)
     favour_printable_tokens(folder)
     return str(folder)
 
@@ -162,7 +167,9 @@ async def replay(args) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="model folder or hub id (default: the shipped default model)")
-    ap.add_argument("--random", metavar="LAYERSxWIDTH", help="build a random StarCoder-like checkpoint instead")
+    ap.add_argument("--random", metavar="LAYERSxWIDTH", help="build a random checkpoint instead (needs transformers)")
+    ap.add_argument("--random-family", choices=["starcoder", "codegen"], default="starcoder",
+                    help="StarCoder-like (FIM, suffix-first prompts) or CodeGen-like (left to right)")
     ap.add_argument("--file", default=str(Path(textwrap.__file__)), help="file to type (default: stdlib textwrap.py)")
     ap.add_argument("--start-line", type=int, default=300, help="1-based line where typing starts (deep in the file)")
     ap.add_argument("--chars", type=int, default=300, help="characters to type")
@@ -171,7 +178,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     args.start_line = max(0, args.start_line - 1)
     if args.random:
-        args.model = random_checkpoint(args.random)
+        args.model = random_checkpoint(args.random, args.random_family)
     return asyncio.run(replay(args))
 
 
