@@ -57,6 +57,10 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Ten
     v_cache[:, start:end] = v.transpose(0, 1)
     keys, values = k_cache[:, :end], v_cache[:, :end]  # (Hk, S, D) views
     g = h // hk
+    if start == 0 and t > 1:  # a fresh prefill: plain causal attention, SDPA skips the masked half
+        out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], keys[None], values[None], is_causal=True,
+                                             scale=scale, enable_gqa=g > 1)  # (1, H, T, D)
+        return out[0].transpose(0, 1).reshape(t, h * d)
     # Fold the query heads that share a kv head into rows: (Hk, g*T, D); row order (g, T).
     qf = q.view(t, hk, g, d).permute(1, 2, 0, 3).reshape(hk, g * t, d)
     mask = None if t == 1 else causal_mask(start, t, g, q.device)  # one new token sees every cached position
