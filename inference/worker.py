@@ -220,24 +220,3 @@ def _warm_up(engine, lm) -> None:
             engine.close_session(WARM_UP_SESSION)
         except Exception:  # noqa: BLE001
             pass
-
-
-def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" when a GPU is usable, else "cpu"."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _warm_up(engine, lm) -> None:
-    """One tiny generation right after loading: the first forward pass pays one-time costs (kernel
-    selection, allocator growth) that would otherwise land on the user's first keystroke."""
-    from inference.engine import GenerationParams
-
-    first = (list(getattr(lm, "bos_ids", [])) or list(lm.eos_token_ids[:1]) or [0])[:1]
-    try:
-        engine.generate(first * 8, GenerationParams(max_new_tokens=4), session=None)
-    except Exception:  # noqa: BLE001 - a failed warm-up shows up again, clearly, on the first request
-        log.exception("warm-up generation failed")
