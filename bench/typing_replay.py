@@ -161,6 +161,9 @@ async def replay(args) -> int:
           f"{s['suggestionsShown']}")
     if rss:
         print(f"server peak RSS: {rss:.0f} MB")
+    if args.slowest:
+        worst = sorted(range(n), key=lambda i: -latencies[i])[:args.slowest]
+        print("slowest keystrokes:", ", ".join(f"#{i} {typed[i]!r} {latencies[i]:.0f} ms" for i in sorted(worst)))
     return 0
 
 
@@ -175,6 +178,7 @@ def main(argv=None) -> int:
     ap.add_argument("--chars", type=int, default=300, help="characters to type")
     ap.add_argument("--pace-ms", type=float, default=0.0, help="pause after each answer (human pace)")
     ap.add_argument("--context-tokens", type=int, default=0)
+    ap.add_argument("--slowest", type=int, default=0, help="list the N slowest keystrokes")
     args = ap.parse_args(argv)
     args.start_line = max(0, args.start_line - 1)
     if args.random:
