@@ -142,7 +142,7 @@ class InferenceWorker:
         self.lm = None
         self.model_generation += 1
         lm = load_model(spec.source, device=resolve_device(spec.device), dtype=spec.dtype)
-        engine = engine_factory(lm, kv_budget_bytes=spec.kv_budget_bytes)
+        engine = engine_factory(lm, kv_budget_bytes=kv_budget_for(lm, spec.kv_budget_bytes))
         _warm_up(engine, lm)
         self.engine = engine
         self.lm = lm
@@ -192,6 +192,21 @@ class InferenceWorker:
 
     def _do_session_tokens(self, session: str):
         return [] if self.engine is None else self.engine.session_tokens(session)
+
+
+def kv_budget_for(lm, budget_bytes: int) -> int:
+    """The KV budget, raised to one session holding the model's whole context when it is smaller:
+    below that the document being typed in cannot keep its cache, and every keystroke would prefill
+    the whole prompt again (e.g. CodeGen-350M in fp32: 320 MiB for 2048 positions)."""
+    try:
+        one = int(lm.kv_spec().bytes_per_position() * lm.max_context)
+    except Exception:  # noqa: BLE001 - a model without KV facts (test doubles): keep the budget as set
+        return budget_bytes
+    if budget_bytes < one:
+        log.info("KV budget raised from %d MiB to %d MiB: one document's whole context must fit",
+                 budget_bytes >> 20, -(-one >> 20))
+        return one
+    return budget_bytes
 
 
 def resolve_device(device: str) -> str:
