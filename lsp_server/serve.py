@@ -42,15 +42,21 @@ def main(argv: list[str] | None = None) -> int:
     from lsp_server.server import build_server
 
     server = build_server()
-    if args.tcp:
-        host, port = args.tcp
-        scope = "loopback only" if host in (LOOPBACK, "localhost", "::1") else "NOT loopback: reachable from the network"
-        print(f"infill-ls: listening on {host}:{port} ({scope})", file=sys.stderr, flush=True)
-        server.start_tcp(host, port)
-    else:
-        from lsp_server.bounded_stdin import BoundedStdin
+    try:
+        if args.tcp:
+            host, port = args.tcp
+            scope = "loopback only" if host in (LOOPBACK, "localhost", "::1") else "NOT loopback: reachable from the network"
+            print(f"infill-ls: listening on {host}:{port} ({scope})", file=sys.stderr, flush=True)
+            server.start_tcp(host, port)
+        else:
+            from lsp_server.bounded_stdin import BoundedStdin
 
-        server.start_io(BoundedStdin(sys.stdin.buffer))
+            server.start_io(BoundedStdin(sys.stdin.buffer))
+    finally:
+        # The client went away without `exit` (stdin closed): stop the generation in flight and the
+        # worker first; a torch op still running on the worker thread at interpreter exit aborts.
+        server.scheduler.cancel_all()
+        server.worker.shutdown(timeout=2.0)
     return 0
 
 

@@ -44,7 +44,8 @@ class InfillProtocol(LanguageServerProtocol):
 
     Per the LSP spec, a request whose params do not fit its method is answered with InvalidParams
     (pygls would only log it and leave the client waiting), and requests before `initialize` are
-    answered with ServerNotInitialized; notifications then are dropped (except `exit`)."""
+    answered with ServerNotInitialized; notifications then are dropped (except `exit`). Requests
+    after `shutdown` are answered with InvalidRequest (pygls would drop them unanswered)."""
 
     _server: "InfillServer"
     _initialize_seen = False
@@ -78,6 +79,10 @@ class InfillProtocol(LanguageServerProtocol):
                     code=types.ErrorCodes.ServerNotInitialized, message=f"{method} before initialize"))
             else:
                 log.warning("dropped %s: it came before initialize", method)
+            return None
+        elif self._shutdown and method not in (None, types.EXIT) and getattr(message, "id", None) is not None:
+            self._send_response(message.id, error=types.ResponseError(
+                code=types.ErrorCodes.InvalidRequest, message=f"{method} after shutdown"))
             return None
         return super().handle_message(message)
 
