@@ -268,6 +268,31 @@ def test_initialize_with_every_option_wrong_still_starts_with_warnings(tmp_path)
         assert client.assert_alive()["config"]["requestTimeoutMs"] == 5000  # defaults in place of the bad values
 
 
+def test_requests_after_shutdown_get_invalid_request_and_exit_ends_the_process(checkpoint):
+    client = RawClient(TEST_SERVER_COMMAND)
+    client.initialize({"model": "/nonexistent/model"})
+    assert client.request("shutdown")["result"] is None
+    answer = client.request("workspace/executeCommand", {"command": "infill.stats", "arguments": []}, timeout=5)
+    assert answer["error"]["code"] == -32600, answer
+    client.notify("exit")
+    assert client.proc.wait(15) == 0
+
+
+def test_an_editor_that_disappears_mid_generation_leaves_the_server_to_exit_cleanly(checkpoint):
+    """stdin closes (the editor died) while the model generates: the process ends, without the
+    abort a torch op on the worker thread at interpreter exit would cause."""
+    for delay in (0.0, 0.02):  # the abort was intermittent (about 1 run in 3 before the fix)
+        client = RawClient(TEST_SERVER_COMMAND, env={"OMP_NUM_THREADS": "1"})
+        client.initialize({"model": checkpoint, "maxNewTokensMultiLine": 64, "maxNewTokensSingleLine": 64})
+        assert client.wait_model()["model"]["status"] == "ready"
+        client.open("file:///w/gone.py", SOURCE)
+        client.inline_async("file:///w/gone.py", 1, 4)
+        time.sleep(delay)
+        client.proc.stdin.close()
+        assert client.proc.wait(15) == 0, client.stderr[-2000:]
+        assert "terminate called" not in client.stderr
+
+
 def test_after_all_the_abuse_the_server_still_completes_and_shuts_down_cleanly(checkpoint, server):
     normal_request_works(server)
     assert server.close() == 0  # shutdown + exit: a clean exit, in bounded time
