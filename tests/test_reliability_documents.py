@@ -125,6 +125,15 @@ def test_bad_positions_through_the_server_get_an_empty_answer(server, text, line
     assert "result" in answer or answer["error"]["code"] == -32602, answer
     if (line, character) not in valid:
         assert answer.get("result", {"items": []}) in (None, {"items": []}), answer
+    # plain completion at the same position, and an inline request whose popup selection has a bad range
+    plain = server.request("textDocument/completion", {"textDocument": {"uri": uri},
+                                                       "position": {"line": line, "character": character}}, 3)
+    assert "result" in plain or plain["error"]["code"] == -32602, plain
+    selected = server.request("textDocument/inlineCompletion", {
+        "textDocument": {"uri": uri}, "position": {"line": 0, "character": 0},
+        "context": {"triggerKind": 1, "selectedCompletionInfo": {"text": "x", "range": {
+            "start": {"line": line, "character": character}, "end": {"line": line + 1, "character": 2}}}}}, 3)
+    assert "result" in selected or selected["error"]["code"] == -32602, selected
     # and a whole-line past-the-end edit lands at the line's end (LSP clamp) without breaking anything
     server.change(uri, 2, [{"range": {"start": {"line": 0, "character": 10_000},
                                       "end": {"line": 0, "character": 10_000}}, "text": "Z"}])
