@@ -132,7 +132,8 @@ async def suggest(server, req: Request) -> Answer | None:
         raise
     finally:
         server.scheduler.end(ticket)
-    server.typing.remember(req.uri, ctx, suggestions)
+    if server.docs.get(req.uri) is doc:  # not closed while the model ran (it would hold its text forever)
+        server.typing.remember(req.uri, ctx, suggestions)
     total_ms = (time.perf_counter() - t0) * 1000
     stats.served("model", total_ms, bool(suggestions))
     server.client_log.log("info", f"completion #{request_id} model total_ms={total_ms:.1f} "
