@@ -31,3 +31,44 @@ def test_short_soak_memory_levels_off_and_waits_are_bounded(tmp_path):
     # other requests stay fast while the model is busy
     assert sorted(r.other_waits_ms)[len(r.other_waits_ms) // 2] < 200, r.report()
     assert max(r.other_waits_ms) < 2000, r.report()
+
+
+def test_opening_typing_and_closing_many_documents_leaves_nothing_behind(tmp_path):
+    """Open/close churn (in-process, so every per-document table can be inspected): after 120
+    documents were opened, typed into, completed and closed, no document, KV session, shown
+    suggestion or scheduler ticket is left."""
+    import torch
+
+    from tests.checkpoints import make_gpt_bigcode
+    from tests.reliability_inprocess import InProcessServer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ips = InProcessServer()
+    server, client = ips.server, ips.client
+    try:
+        client.initialize({"model": str(make_gpt_bigcode(tmp_path / "m")), "maxNewTokensSingleLine": 4,
+                           "maxNewTokensMultiLine": 4})
+        assert client.wait_model()["model"]["status"] == "ready"
+        pending = []
+        for i in range(120):
+            uri = f"file:///churn/{i}.py"
+            client.open(uri, f"def f{i}(x):\n    ")
+            client.change(uri, 2, [{"range": {"start": {"line": 1, "character": 4}, "end": {"line": 1, "character": 4}},
+                                    "text": "re"}])
+            pending.append(client.inline_async(uri, 1, 6))
+            if i % 3:
+                client.notify("textDocument/didClose", {"textDocument": {"uri": uri}})  # maybe mid-generation
+            else:
+                client.wait_response(pending[-1], 15)
+                client.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+        for rid in pending:
+            client.wait_response(rid, 15)
+        s = client.stats()
+        assert s["openDocuments"] == 0 and s["modelRuns"] > 0
+        assert server.worker.session_tokens("file:///churn/0.py").result(5) == []
+        assert len(server.worker.engine.caches.sessions) == 0 and server.worker.engine.cache_bytes() == 0
+        assert not server.typing._shown and not server.scheduler._current
+    finally:
+        ips.close()
+        torch.set_num_threads(threads)
