@@ -40,6 +40,9 @@ def test_random_edits_leave_the_document_equal_to_the_reference(encoding, script
         change, expected = concrete_change(expected, edit, encoding)
         apply_to_document(doc, change, encoding)
         assert doc.text == expected
+        # the line index kept up to date around each edit equals a fresh count of the whole text
+        assert doc.line_starts == [0] + [i + 1 for i, c in enumerate(expected) if c == "\n" or (
+            c == "\r" and expected[i + 1:i + 2] != "\n")]
     assert doc.line_count == len(lines(expected))
     for i in valid_offsets(expected):
         line, col = position(expected, i, encoding)
