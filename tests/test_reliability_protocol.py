@@ -293,6 +293,47 @@ def test_an_editor_that_disappears_mid_generation_leaves_the_server_to_exit_clea
         assert "terminate called" not in client.stderr
 
 
+def test_over_tcp_a_client_sending_garbage_then_vanishing_does_not_stop_the_next_one(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from tests.reliability_client import ROOT
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "lsp_server.serve", "--tcp", str(port)], cwd=ROOT,
+                            stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+    def connect():
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                return socket.create_connection(("127.0.0.1", port), timeout=10)
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+
+    try:
+        with connect() as first:
+            first.sendall(b"garbage\r\n\r\n" + frame(b"{not json") + b"Content-Length: 99999999999\r\n\r\n{}")
+            time.sleep(0.3)
+        with connect() as second:
+            second.sendall(frame({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "processId": None, "rootUri": None, "capabilities": {},
+                "initializationOptions": {"model": str(tmp_path / "none")}}}))
+            data = b""
+            while b"capabilities" not in data:
+                chunk = second.recv(4096)
+                assert chunk, "connection closed without an answer"
+                data += chunk
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
 def test_after_all_the_abuse_the_server_still_completes_and_shuts_down_cleanly(checkpoint, server):
     normal_request_works(server)
     assert server.close() == 0  # shutdown + exit: a clean exit, in bounded time
