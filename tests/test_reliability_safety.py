@@ -51,6 +51,9 @@ def test_a_pickle_payload_in_pytorch_model_bin_is_refused_and_never_runs(tmp_pat
     state = torch.load(folder / "pytorch_model.bin", weights_only=True)
     state["transformer.wte.weight"] = Payload(marker)  # the rest stays a valid checkpoint
     torch.save(state, folder / "pytorch_model.bin")
+    torch.load(folder / "pytorch_model.bin", weights_only=False)  # the payload is live: unpickling runs it
+    assert marker.exists()
+    marker.unlink()
     with pytest.raises(ModelError) as info:
         load_model(folder)
     assert "pytorch_model.bin" in str(info.value)
