@@ -26,7 +26,9 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(checkpoint):
-    client = RawClient(TEST_SERVER_COMMAND, ["--log-level", "warning"], env={"OMP_NUM_THREADS": "1"})
+    # offline: a random "model" option shaped like a hub id must not reach for the network
+    client = RawClient(TEST_SERVER_COMMAND, ["--log-level", "warning"],
+                       env={"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     client.initialize({"model": checkpoint, "maxNewTokensSingleLine": 4, "maxNewTokensMultiLine": 8})
     assert client.wait_model()["model"]["status"] == "ready"
     client.open("file:///w/ok.py", SOURCE)
