@@ -65,11 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     seq_len = model.config.n_positions
     _, held = split_files(stdlib_files())
     held_rows = epoch_tensor(tok, documents(held, int(1.5 * seq_len * 3.6)), seq_len, seed=0, fim_rate=0.5)
+    state = folder / "training_state.json"
+    full = json.loads(state.read_text()).get("heldout_loss_fp32_all_rows") if state.is_file() else None
     out = {
         "sample_loss": round(mean_loss(model, rows), 4),
         "sample_sha256": digest,
         "sample_tokens": int(rows.numel()),
-        "heldout_loss_fim_mix": round(mean_loss(model, held_rows), 4),
+        # train.py's final eval is this same figure (same rows, fp32): reuse it rather than recompute
+        "heldout_loss_fim_mix": round(full if full is not None else mean_loss(model, held_rows), 4),
         "heldout_tokens": int(held_rows.numel()),
         "heldout_files": len(held),
         "python": sys.version.split()[0],
