@@ -116,19 +116,28 @@ def test_unknown_methods_get_method_not_found_and_unknown_notifications_are_igno
     normal_request_works(server)
 
 
-@pytest.mark.parametrize("method,params", [
-    ("textDocument/inlineCompletion", {"textDocument": {"uri": 5}, "position": {"line": "a", "character": 0}}),
+@pytest.mark.parametrize("method,params,expected", [
+    ("textDocument/inlineCompletion", {"textDocument": {"uri": 5}, "position": {"line": "a", "character": 0}},
+     "invalid"),
     ("textDocument/inlineCompletion", {"textDocument": {"uri": "file:///w/ok.py"},
-                                       "position": {"line": 0, "character": -1}, "context": {"triggerKind": 2}}),
-    ("textDocument/inlineCompletion", {"textDocument": {"uri": "file:///w/ok.py"},
-                                       "position": {"line": 2**40, "character": 0}, "context": {"triggerKind": 2}}),
-    ("textDocument/completion", "a string"),
-    ("textDocument/completion", [1, 2, 3]),
-    ("workspace/executeCommand", {"command": 42}),
+                                       "position": {"line": 0, "character": -1}, "context": {"triggerKind": 2}},
+     "invalid"),
+    ("textDocument/inlineCompletion", {"textDocument": {"uri": "file:///w/ok.py"},  # well-typed, not in the file
+                                       "position": {"line": 2**31 - 1, "character": 0}, "context": {"triggerKind": 2}},
+     "empty"),
+    ("textDocument/inlineCompletion", {"textDocument": {"uri": "file:///w/ok.py"},  # past LSP's uinteger
+                                       "position": {"line": 2**31, "character": 0}, "context": {"triggerKind": 2}},
+     "invalid"),
+    ("textDocument/completion", "a string", "invalid"),
+    ("textDocument/completion", [1, 2, 3], "invalid"),
+    ("workspace/executeCommand", {"command": 42}, "invalid"),
 ])
-def test_wrong_param_types_get_invalid_params(server, method, params):
+def test_wrong_param_types_get_invalid_params(server, method, params, expected):
     answer = server.request(method, params, timeout=5)
-    assert answer.get("error", {}).get("code") == -32602 or answer.get("result") in (None, {"items": []}), answer
+    if expected == "invalid":
+        assert answer["error"]["code"] == -32602, answer
+    else:
+        assert answer["result"] in (None, {"items": []}), answer
     normal_request_works(server)
 
 
