@@ -287,7 +287,10 @@ async def test_default_model_is_used_without_a_model_option():
     async with running_server(FAST) as client:
         s = await wait_model(client, timeout=120)
         if (DEFAULT_MODEL_DIR / "config.json").is_file():
-            assert s["model"]["status"] == "ready"
+            assert s["model"]["status"] == "ready" and s["model"]["source"] == "(default)"
+            doc = Doc(client, "file:///w/d.py", "def add(a, b):\n    return ")
+            await doc.inline(len(doc.text))
+            assert (await stats(client))["modelRuns"] == 1
         else:  # not shipped (yet): one clear message naming where it was looked for; the server stays up
             assert s["model"]["status"] == "failed"
             errors = [m.message for m in client.messages if m.type == t.MessageType.Error]
