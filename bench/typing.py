@@ -52,8 +52,10 @@ from pygls.lsp.client import LanguageClient  # noqa: E402
 
 from bench.typing_replay import pct, peak_rss_mb  # noqa: E402
 from bench.typing_sessions import Session, build_session  # noqa: E402
+from lsp_server.config import DEFAULTS  # noqa: E402
 from lsp_server.positions import UTF16, index_to_column  # noqa: E402
 
+RANDOM_MAX_NEW = 24
 SERVER = [sys.executable, "-m", "lsp_server.cli", "serve"]  # = `infill-ls serve`
 RUN_LINE = re.compile(r"completion #(\d+)\.0 (.*)")
 SOURCE_LINE = re.compile(r"completion #(\d+) (model|typing-through|cache) total_ms=([\d.]+)")
@@ -90,6 +92,7 @@ class Result:
     naive: list[tuple[int, float, int, int]] = field(default_factory=list)  # (row index, ms, prompt, generated)
     prompt_mismatch: int = 0
     naive_load_s: float = 0.0
+    max_new: str = ""
 
 
 def position(text: str, offset: int) -> t.Position:
@@ -311,12 +314,12 @@ def print_detail(res: Result, s: dict) -> None:
 
 
 def table(results: list[tuple[Result, dict]]) -> str:
-    head = ("| model | dtype | keys | p50 ms (naive) | p90 ms (naive) | p99 ms (naive) | p50 ratio | p99 ratio "
+    head = ("| model | dtype | max new tokens | keys | p50 ms (naive) | p90 ms (naive) | p99 ms (naive) | p50 ratio | p99 ratio "
             "| median prefill tokens: line end / all (naive prompt) | no model | peak RSS MB | other requests max ms |")
-    lines = [head, "|" + "---|" * head.count("|")[:-1] if False else "|" + "---|" * (head.count("|") - 1)]
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for res, s in results:
         lines.append(
-            f"| {res.label} | {res.dtype} | {s['keys']} | {s['p50']:.0f} ({s['n_p50']:.0f}) | {s['p90']:.0f} "
+            f"| {res.label} | {res.dtype} | {res.max_new} | {s['keys']} | {s['p50']:.0f} ({s['n_p50']:.0f}) | {s['p90']:.0f} "
             f"({s['n_p90']:.0f}) | {s['p99']:.0f} ({s['n_p99']:.0f}) | {s['r50']:.2f}x | {s['r99']:.2f}x | "
             f"{s['prefill_eol_med']:.0f} / {s['prefill_med']:.0f} ({s['prompt_med']:.0f}) | "
             f"{100 * s['no_model']:.0f}% | {res.rss_mb or float('nan'):.0f} | {s['probe_max']:.1f} |")
@@ -332,12 +335,20 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", action="append", choices=["float32", "bfloat16"],
                     help="repeatable; default: both")
     ap.add_argument("--keys", type=int, default=0,
-                    help="keystrokes per session (default: 120 for the default model, 36 for the random shapes)")
-    ap.add_argument("--max-new-tokens", type=int, default=24,
-                    help="suggestion length limit, single- and multi-line, for server and baseline alike")
-    ap.add_argument("--naive-budget", type=float, default=40.0, help="seconds of baseline runs per model/dtype")
-    ap.add_argument("--naive-min", type=int, default=4, help="baseline requests per model/dtype, at least")
+                    help="keystrokes per session (default: 80 for the default model, 30 for the random shapes)")
+    ap.add_argument("--max-new-tokens", type=int, default=None,
+                    help="suggestion length limit, single- and multi-line, for server and baseline alike "
+                         "(default: the server's own single-line / multi-line limits for a trained model; "
+                         f"{RANDOM_MAX_NEW} for the random shapes, whose gibberish never ends a block)")
+    ap.add_argument("--context-tokens", type=int, default=2048,
+                    help="prompt + suggestion budget for server and baseline (0: the model's whole context; "
+                         "tiny_starcoder's 8192 makes each baseline request take minutes on a small CPU)")
+    ap.add_argument("--naive-budget", type=float, default=30.0, help="seconds of baseline runs per model/dtype")
+    ap.add_argument("--naive-min", type=int, default=3, help="baseline requests per model/dtype, at least")
     ap.add_argument("--pace", type=float, default=1.0, help="scale of the think times (0: none)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="CPU threads for server and baseline alike (sets INFILL_LS_THREADS; default: the "
+                         "server's choice)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="smoke run: default model only, fp32, few keys")
     ap.add_argument("--csv", help="write every keystroke's row here")
@@ -351,17 +362,28 @@ def main(argv=None) -> int:
     dtypes = args.dtype or ["float32", "bfloat16"]
 
     from bench.typing_models import resolve
+    from inference.worker import inference_threads
+
+    if args.threads:
+        os.environ["INFILL_LS_THREADS"] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(inference_threads())  # the baseline runs on as many threads as the server
 
     results = []
     for name in models:
         label, source = resolve(name)
-        keys = args.keys or (120 if name == "default" else 36)
+        keys = args.keys or (80 if name == "default" else 30)
         session = build_session(keys, seed=args.seed, pace=args.pace)
         for dtype in dtypes:
+            max_new = args.max_new_tokens or (RANDOM_MAX_NEW if "random" in label else 0)
             options = {"model": source, "device": "cpu", "dtype": dtype, "logLevel": "info",
-                       "maxNewTokensSingleLine": args.max_new_tokens, "maxNewTokensMultiLine": args.max_new_tokens}
+                       "contextTokens": args.context_tokens}
+            if max_new:
+                options.update(maxNewTokensSingleLine=max_new, maxNewTokensMultiLine=max_new)
             print(f"== {label}, {dtype}: {len(session.edits)} keystrokes")
-            res = Result(label, dtype)
+            res = Result(label, dtype, max_new=f"{max_new}" if max_new else
+                         f"{DEFAULTS.max_new_tokens_single_line}/{DEFAULTS.max_new_tokens_multi_line}")
             if not asyncio.run(replay(session, options, res, quiet=False)):
                 continue
             run_naive(session, res, source, dtype, options, args.naive_budget, args.naive_min, args.seed)
@@ -371,7 +393,7 @@ def main(argv=None) -> int:
             if args.csv:
                 write_csv(args.csv, res)
     print()
-    print(f"max_new_tokens {args.max_new_tokens}; latency = didChange sent -> inline completion answer; "
+    print(f"threads {torch.get_num_threads()}, context tokens {args.context_tokens or 'model limit'}; latency = didChange sent -> inline completion answer; "
           "naive = transformers generate on the same prompt ids, no reuse")
     print(table(results))
     return 0
