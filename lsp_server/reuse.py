@@ -7,7 +7,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from lsp_server.context import CursorContext
-from lsp_server.postprocess import Suggestion
+from lsp_server.postprocess import Suggestion, shape
+
+AUTO_CLOSERS = set(")]}\"'`")
 
 
 @dataclass(frozen=True)
@@ -33,17 +35,28 @@ class TypingThrough:
         self._shown.pop(uri, None)
 
     def continue_from(self, uri: str, ctx: CursorContext) -> list[Suggestion]:
-        """If the user typed the start of a shown suggestion, the rest of it (else [])."""
+        """If the user typed the start of a shown suggestion, the rest of it (else []).
+
+        The text after the cursor must be unchanged, except for closing brackets or quotes that
+        the editor inserted itself (auto-pairs); the rest is shaped again for the new context, so
+        it does not repeat such a closer."""
         shown = self._shown.get(uri)
-        if shown is None or ctx.suffix != shown.suffix or len(ctx.prefix) <= len(shown.prefix):
+        if shown is None or len(ctx.prefix) <= len(shown.prefix):
             return []
+        if ctx.suffix != shown.suffix:
+            added = len(ctx.suffix) - len(shown.suffix)
+            if not (0 < added <= 4 and ctx.suffix.endswith(shown.suffix)
+                    and set(ctx.suffix[:added]) <= AUTO_CLOSERS):
+                return []
         if not ctx.prefix.startswith(shown.prefix):
             return []
         typed = ctx.prefix[len(shown.prefix):]
         rest = []
         for s in shown.suggestions:
             if s.text.startswith(typed) and s.text[len(typed):].strip():
-                rest.append(Suggestion(s.text[len(typed):], s.replace_to_eol))
+                reshaped = shape(ctx, s.text[len(typed):])
+                if reshaped.text and all(r.text != reshaped.text for r in rest):
+                    rest.append(reshaped)
         return rest
 
 

@@ -50,10 +50,18 @@ def test_typing_through_answers_the_rest_of_the_shown_suggestion():
     assert [s.text for s in tt.continue_from("u", CursorContext("x = c", "\n"))] == ["ompute(a)", "ache"]
     assert [s.text for s in tt.continue_from("u", CursorContext("x = com", "\n"))] == ["pute(a)"]
     assert tt.continue_from("u", CursorContext("x = d", "\n")) == []  # typed something else
-    assert tt.continue_from("u", CursorContext("x = c", ")\n")) == []  # the suffix changed
+    assert tt.continue_from("u", CursorContext("x = c", "y\n")) == []  # the suffix changed
     assert tt.continue_from("u", CursorContext("x = compute(a)", "\n")) == []  # typed it all
     tt.forget("u")
     assert tt.continue_from("u", CursorContext("x = c", "\n")) == []
+
+
+def test_typing_through_survives_an_auto_inserted_closer():
+    tt = TypingThrough()
+    tt.remember("u", CursorContext("x = ", "\n"), [Suggestion("foo(bar)")])
+    # the editor closed the bracket itself: the rest no longer repeats it
+    assert [s.text for s in tt.continue_from("u", CursorContext("x = foo(", ")\n"))] == ["bar"]
+    assert tt.continue_from("u", CursorContext("x = foo(", "x)\n")) == []  # not an auto-pair
 
 
 def test_result_cache_is_a_small_lru():
