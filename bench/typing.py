@@ -250,7 +250,7 @@ def run_naive(session: Session, res: Result, source: str | None, dtype: str, opt
         text = session.texts_after(i + 1)[e.doc]
         ids, max_new = nb.prompt(text, e.cursor, uris[e.doc])
         row = res.rows[i]
-        if row.source == "model" and row.prompt != len(ids):
+        if row.prompt and row.prompt != len(ids):
             res.prompt_mismatch += 1
         ms, gen = nb.generate(ids, max_new)
         res.naive.append((i, ms, len(ids), len(gen)))
@@ -287,6 +287,10 @@ def print_detail(res: Result, s: dict) -> None:
     by = {}
     for r in res.rows:
         by[r.source] = by.get(r.source, 0) + 1
+    late = sum(r.source == "model" and not r.prompt for r in res.rows)
+    if late:
+        by["model, no answer within the request timeout"] = late
+        by["model"] -= late
     print(f"  {s['keys']} keystrokes asked: " + ", ".join(f"{k} {v}" for k, v in sorted(by.items())) +
           f"; suggestion shown after {100 * s['shown']:.0f}%")
     if runs:
