@@ -259,7 +259,7 @@ def run_naive(session: Session, res: Result, source: str | None, dtype: str, opt
 def summarize(res: Result) -> dict:
     rows = res.rows
     lat = [r.latency_ms for r in rows]
-    runs = [r for r in rows if r.source == "model"]
+    runs = [r for r in rows if r.source == "model" and r.prompt]
     typing = [r for r in runs if r.line_end and r.label in ("type", "enter", "typo", "backspace")]
     naive_ms = [n[1] for n in res.naive]
     out = {
@@ -283,7 +283,7 @@ def summarize(res: Result) -> dict:
 
 
 def print_detail(res: Result, s: dict) -> None:
-    runs = [r for r in res.rows if r.source == "model"]
+    runs = [r for r in res.rows if r.source == "model" and r.prompt]
     by = {}
     for r in res.rows:
         by[r.source] = by.get(r.source, 0) + 1
