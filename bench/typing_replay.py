@@ -72,10 +72,13 @@ async def replay(args) -> int:
     source = Path(args.file).read_text(encoding="utf-8")
     lines = source.splitlines(keepends=True)
     start_line = min(args.start_line, len(lines) - 1)
-    # type `--chars` characters starting at the beginning of `--start-line` (the cursor deep in the file)
+    # type about `--chars` characters from the beginning of `--start-line` (the cursor deep in the
+    # file), up to the end of a line: as when writing new lines, the cursor stays at a line end
     start = sum(len(x) for x in lines[:start_line])
-    typed = source[start:start + args.chars]
-    text = source[:start] + source[start + args.chars:]
+    end = source.find("\n", start + args.chars)
+    end = len(source) if end < 0 else end
+    typed = source[start:end]
+    text = source[:start] + source[end:]
 
     client = LanguageClient("typing-replay", "1")
     logs: list[str] = []
