@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 LOG_LEVELS = ("error", "warning", "info", "debug", "trace")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SETTINGS_SECTIONS = ("infill", "infillLs", "infill-ls")
 
