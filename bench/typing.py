@@ -339,7 +339,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", action="append", choices=["float32", "bfloat16"],
                     help="repeatable; default: both")
     ap.add_argument("--keys", type=int, default=0,
-                    help="keystrokes per session (default: 80 for the default model, 30 for the random shapes)")
+                    help="keystrokes per session (default: 60 for the default model, 20 for the random shapes; "
+                         "more gives steadier tails)")
     ap.add_argument("--max-new-tokens", type=int, default=None,
                     help="suggestion length limit, single- and multi-line, for server and baseline alike "
                          "(default: the server's own single-line / multi-line limits for a trained model; "
@@ -347,8 +348,8 @@ def main(argv=None) -> int:
     ap.add_argument("--context-tokens", type=int, default=2048,
                     help="prompt + suggestion budget for server and baseline (0: the model's whole context; "
                          "tiny_starcoder's 8192 makes each baseline request take minutes on a small CPU)")
-    ap.add_argument("--naive-budget", type=float, default=30.0, help="seconds of baseline runs per model/dtype")
-    ap.add_argument("--naive-min", type=int, default=3, help="baseline requests per model/dtype, at least")
+    ap.add_argument("--naive-budget", type=float, default=20.0, help="seconds of baseline runs per model/dtype")
+    ap.add_argument("--naive-min", type=int, default=2, help="baseline requests per model/dtype, at least")
     ap.add_argument("--pace", type=float, default=1.0, help="scale of the think times (0: none)")
     ap.add_argument("--threads", type=int, default=0,
                     help="CPU threads for server and baseline alike (sets INFILL_LS_THREADS; default: the "
@@ -377,7 +378,7 @@ def main(argv=None) -> int:
     results = []
     for name in models:
         label, source = resolve(name)
-        keys = args.keys or (80 if name == "default" else 30)
+        keys = args.keys or (60 if name == "default" else 20)
         session = build_session(keys, seed=args.seed, pace=args.pace)
         for dtype in dtypes:
             max_new = args.max_new_tokens or (RANDOM_MAX_NEW if "random" in label else 0)
