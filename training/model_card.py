@@ -22,23 +22,40 @@ def quality_table(table: dict) -> str:
     return "\n".join(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    run, eval_json, quality_json = (Path(a) for a in (argv or sys.argv[1:]))
+def phase_line(i: int, run: Path) -> str:
     state = json.loads((run / "final" / "training_state.json").read_text())
-    args = json.loads((run / "args.json").read_text())
-    cfg = json.loads((run / "final" / "config.json").read_text())
+    a = json.loads((run / "args.json").read_text())
+    cmd = (f"nice -n 5 python -m training.train --out {run}"
+           + (f" --init-from {a['init_from']} --start-row {a['start_row']}" if a.get("init_from", "None") != "None"
+              else f" --n-embd {a['n_embd']} --n-layer {a['n_layer']} --n-head {a['n_head']}")
+           + f" --batch {a['batch']} --lr {a['lr']} --min-lr {a['min_lr']} --warmup {a['warmup']}"
+           + f" --steps 100000 --time-budget {float(a['time_budget']):.0f}")
+    return (f"- phase {i}: {state['step']} steps of {a['batch']} x 512 tokens = {state['tokens'] / 1e6:.2f} M tokens, "
+            f"peak LR {a['lr']} ({a['warmup']} warmup steps) cosine to {a['min_lr']}, "
+            f"{state['seconds'] / 60:.0f} min; held-out loss after it {state['heldout_loss_fp32_all_rows']:.3f}\n"
+            f"  `{cmd}`")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = [Path(a) for a in (argv or sys.argv[1:])]
+    eval_json, quality_json, runs = argv[0], argv[1], argv[2:]
+    states = [json.loads((r / "final" / "training_state.json").read_text()) for r in runs]
+    state = {"params": states[-1]["params"], "step": sum(s["step"] for s in states),
+             "tokens": sum(s["tokens"] for s in states), "seconds": sum(s["seconds"] for s in states)}
+    cfg = json.loads((runs[-1] / "final" / "config.json").read_text())
     ev = json.loads(eval_json.read_text())
-    log = (run / "train.log").read_text()
+    log = (runs[0] / "train.log").read_text()
     epoch_tokens = int(log.split("epoch 0: ", 1)[1].split()[0])
+    phases = "\n".join(phase_line(i + 1, r) for i, r in enumerate(runs))
     q = json.loads(quality_json.read_text())
     n_single = next(iter(q.values()))["single"]["n"]
     n_multi = next(iter(q.values()))["multi"]["n"]
     print(f"""# infill-ls default model
 
-A small code model trained by this project (training/) so that `infill-ls` gives real suggestions on a
-machine with no network and no configured model. It is tiny and was trained for about an hour and a half
-on two shared CPU cores: expect short, local, pattern-level completions (closing a line, a `return`, a
-call that appears nearby), not reasoning.
+A small code model trained by this project (training/) so that `infill-ls` runs with no network and no
+configured model. It is tiny and badly under-trained (about 7 M tokens, 1.7 hours on two CPU cores shared
+with other jobs): it writes Python-looking text, but it does NOT yet complete code usefully (see the
+quality table). It is a placeholder default and a real trained-FIM test fixture, not an assistant.
 
 ## Model
 - architecture: GPTBigCode (`GPTBigCodeForCausalLM`), multi-query attention, learned positions,
@@ -61,16 +78,16 @@ those SPM and half PSM, the rest left to right; pieces are joined with `<|endoft
 {cfg['n_positions']}-token rows. The FIM draw and the order change every epoch (seeded).
 
 ## Training
-- AdamW (betas 0.9/0.95, weight decay 0.1 on matrices), peak LR {args['lr']}, {args['warmup']} warmup steps,
-  cosine to {args['min_lr']} over a wall-clock budget of {float(args['time_budget']):.0f} s (`--time-budget`: the
-  cosine follows elapsed time, so the run anneals fully on a busy machine); gradient clipping 1.0
-- {state['step']} steps of {args['batch']} x {cfg['n_positions']} tokens = {state['tokens'] / 1e6:.2f} M tokens seen
-  ({state['tokens'] / epoch_tokens:.2f} passes over the {epoch_tokens / 1e6:.1f} M training tokens), bf16 autocast on CPU, 2 threads,
-  {state['seconds'] / 60:.0f} minutes on 2 CPU cores shared with other jobs
-- loss curve: `training/runs/default/loss.tsv` in the run folder (not shipped), held-out evals in `eval.tsv`
-- command: `nice -n 5 python -m training.train --out training/runs/default --n-embd {cfg['n_embd']} --n-layer {cfg['n_layer']}
-  --n-head {cfg['n_head']} --batch {args['batch']} --steps 100000 --warmup {args['warmup']} --time-budget {float(args['time_budget']):.0f}`;
-  to repeat this exact run's learning-rate schedule step for step, add `--replay-lr <this run's loss.tsv>`
+AdamW (betas 0.9/0.95, weight decay 0.1 on matrices, gradient clipping 1.0), bf16 autocast on CPU,
+2 threads, `nice -n 5`. `--time-budget`: the cosine follows elapsed wall time as well as steps, so a
+run anneals fully on a busy machine. Phase 2 starts from phase 1's weights (fresh optimizer) at the row
+of the same seeded epoch where phase 1 stopped, so no training row is seen twice.
+{phases}
+
+Total: {state['step']} steps, {state['tokens'] / 1e6:.2f} M tokens ({state['tokens'] / epoch_tokens:.2f} of
+one pass over the {epoch_tokens / 1e6:.1f} M training tokens), {state['seconds'] / 60:.0f} minutes.
+To repeat a run's learning-rate schedule step for step, add `--replay-lr <that run's loss.tsv>`. The loss
+curves (`loss.tsv`, `eval.tsv`) stay in the run folders under training/runs/ (not shipped).
 
 ## Held-out loss (nats per token, fp32)
 - held-out split in the training mix (FIM and left to right, {ev['heldout_tokens']} tokens): {ev['heldout_loss_fim_mix']}

@@ -148,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds: the cosine follows wall time too and training ends when it is spent")
     ap.add_argument("--replay-lr", type=Path, default=None,
                     help="loss.tsv of an earlier run: use its learning rate at every step and its step count")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="start from this saved model (a second phase) instead of random weights")
+    ap.add_argument("--start-row", type=int, default=0,
+                    help="first row of epoch 0 to train on (a second phase continues where the first stopped)")
     ap.add_argument("--deadline", type=float, default=0.0, help="unix time: stop (and save) when reached")
     ap.add_argument("--bench-steps", type=int, default=0, help="only time this many steps, then exit")
     args = ap.parse_args(argv)
@@ -171,7 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     held_rows = epoch_tensor(tok, held_docs, args.seq_len, seed=0, fim_rate=args.fim_rate)
     print(f"train docs {len(train_docs)}, held-out rows {len(held_rows)}", flush=True)
 
-    model = build_model(tok.get_vocab_size(), args)
+    if args.init_from:
+        from transformers import GPTBigCodeForCausalLM
+
+        model = GPTBigCodeForCausalLM.from_pretrained(args.init_from, dtype=torch.float32)
+    else:
+        model = build_model(tok.get_vocab_size(), args)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params {n_params / 1e6:.2f}M", flush=True)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -187,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     loss_log.write("step\ttokens\tlr\tloss\tseconds\n")
     eval_log.write("step\ttokens\theldout_loss\n")
 
-    epoch, pos, tokens = 0, 0, 0
+    epoch, pos, tokens = 0, args.start_row, 0
     rows = epoch_tensor(tok, train_docs, args.seq_len, seed=args.seed + epoch, fim_rate=args.fim_rate)
     print(f"epoch 0: {rows.numel()} tokens", flush=True)
     model.train()

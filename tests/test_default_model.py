@@ -1,0 +1,149 @@
+"""The shipped default model (inference/default_model/): it loads with the engine and with transformers,
+its held-out loss is what its model card says, and it fills in obvious middles correctly."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+import torch
+
+from inference.engine import Engine, GenerationParams
+from inference.loader import DEFAULT_MODEL_DIR, load_model
+
+CARD = DEFAULT_MODEL_DIR / "MODEL_CARD.md"
+SHIPPED = ("config.json", "model.safetensors", "tokenizer.json", "MODEL_CARD.md")
+
+
+def card_value(name: str) -> str:
+    m = re.search(rf"^- {re.escape(name)}: `([^`]+)`", CARD.read_text(), re.M)
+    assert m, f"MODEL_CARD.md has no line '- {name}: `...`'"
+    return m.group(1)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_model(None)
+
+
+@pytest.fixture(scope="module")
+def eng(lm):
+    return Engine(lm)
+
+
+def test_shipped_files_fit_the_package_budget():
+    sizes = {name: (DEFAULT_MODEL_DIR / name).stat().st_size for name in SHIPPED}
+    assert sum(sizes.values()) <= 25 * 2**20, sizes
+
+
+def test_engine_loads_the_default_as_a_starcoder_style_fim_model(lm):
+    assert lm.family == "gpt_bigcode"
+    assert lm.fim is not None and lm.fim.name == "starcoder" and lm.fim.supports_spm
+    names = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<filename>"]
+    assert [lm.tokenizer.token_to_id(n) for n in names] == list(range(6))
+    assert 0 in lm.eos_token_ids
+    assert lm.decode(lm.encode("def f(x):\n    return x\n")) == "def f(x):\n    return x\n"
+
+
+def test_held_out_loss_matches_the_model_card():
+    """Recomputed here with transformers on the card's fixed sample: the first 256 tokens of each of
+    the first 8 held-out stdlib files (sorted by path) that are that long."""
+    transformers = pytest.importorskip("transformers")
+    from training.data import split_files, stdlib_files
+
+    model = transformers.GPTBigCodeForCausalLM.from_pretrained(DEFAULT_MODEL_DIR, dtype=torch.float32).eval()
+    tok = load_model(None).tokenizer
+    _, held = split_files(stdlib_files())
+    rows, digest = [], hashlib.sha256()
+    for f in held:
+        ids = tok.encode(f.text, add_special_tokens=False).ids
+        if len(ids) >= 256:
+            rows.append(ids[:256])
+            digest.update(f.rel_path.encode() + b"\0" + f.text.encode())
+        if len(rows) == 8:
+            break
+    if digest.hexdigest() != card_value("held-out sample sha256"):
+        pytest.skip("this interpreter's stdlib differs from the one the card's sample was taken from")
+    x = torch.tensor(rows)
+    with torch.no_grad():
+        logits = model(input_ids=x).logits
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
+    assert loss.item() == pytest.approx(float(card_value("held-out sample loss")), abs=0.01)
+
+
+def test_engine_and_transformers_agree_on_the_default_model(lm, eng):
+    transformers = pytest.importorskip("transformers")
+    model = transformers.GPTBigCodeForCausalLM.from_pretrained(DEFAULT_MODEL_DIR, dtype=torch.float32).eval()
+    prompt = lm.encode("import os\n\n\ndef read_config(path):\n    with open(path) as f:\n")
+    ours = eng.generate(prompt, GenerationParams(max_new_tokens=16)).token_ids
+    with torch.no_grad():
+        ref = model.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False,
+                             eos_token_id=list(lm.eos_token_ids), pad_token_id=0)[0, len(prompt):].tolist()
+    assert ours == ref[: len(ours)] and (len(ours) == len(ref) or ref[len(ours)] in lm.eos_token_ids)
+
+
+def test_the_suffix_helps_the_model_predict_the_middle():
+    """Trained FIM at work: a held-out line costs fewer nats given prefix and suffix (PSM and SPM
+    prompts) than given the prefix alone; a model without FIM training has no use for the suffix."""
+    transformers = pytest.importorskip("transformers")
+    from training.data import split_files, stdlib_files
+
+    model = transformers.GPTBigCodeForCausalLM.from_pretrained(DEFAULT_MODEL_DIR, dtype=torch.float32).eval()
+    lm = load_model(None)
+    pre_id, mid_id, suf_id = lm.fim.prefix_token, lm.fim.middle_tokens[0], lm.fim.suffix_token
+
+    def middle_nll(context: list[int], middle: list[int]) -> float:
+        x = torch.tensor([context + middle])
+        with torch.no_grad():
+            logp = model(input_ids=x).logits[0].log_softmax(-1)
+        at = torch.arange(len(context) - 1, len(context) - 1 + len(middle))
+        return -logp[at, torch.tensor(middle)].sum().item()
+
+    totals = {"psm": 0.0, "spm": 0.0, "prefix only": 0.0}
+    files = [f for f in split_files(stdlib_files())[1] if f.text.count("\n") >= 40][:24]
+    assert len(files) >= 12
+    for f in files:
+        lines = f.text.split("\n")
+        i = len(lines) // 2
+        while not lines[i].strip():
+            i += 1
+        p = lm.encode("\n".join(lines[i - 12 : i]) + "\n")
+        m = lm.encode(lines[i])
+        s = lm.encode("\n" + "\n".join(lines[i + 1 : i + 12]))
+        totals["psm"] += middle_nll([pre_id, *p, suf_id, *s, mid_id], m)
+        totals["spm"] += middle_nll([pre_id, suf_id, *s, mid_id, *p], m)
+        totals["prefix only"] += middle_nll(p, m)
+    assert totals["psm"] < totals["prefix only"], totals
+    assert totals["spm"] < totals["prefix only"], totals
+
+
+def infill(lm, eng, code: str, layout: str = "spm") -> str:
+    prefix, suffix = code.split("█")
+    fim = lm.fim
+    build = fim.spm if layout == "spm" else fim.psm
+    ids = build(lm.encode(prefix), lm.encode(suffix))
+    return eng.generate(ids, GenerationParams(max_new_tokens=24, stop_token_ids=fim.stop_token_ids)).text
+
+
+OBVIOUS = {
+    "missing return": (
+        "def add(a, b):\n█\n\n\ndef sub(a, b):\n    return a - b\n",
+        "    return a + b",
+    ),
+    "main guard body": (
+        "import unittest\n\n\nclass TestAdd(unittest.TestCase):\n    def test_add(self):\n"
+        "        self.assertEqual(1 + 1, 2)\n\n\nif __name__ == \"__main__\":\n█\n",
+        "    unittest.main()",
+    ),
+}
+
+
+@pytest.mark.xfail(strict=True, reason="the shipped model is under-trained (7 M tokens, held-out loss 4.17): it "
+                   "does not yet produce these infills; strict, so this fails loudly once a better model does")
+@pytest.mark.parametrize("layout", ["spm", "psm"])
+@pytest.mark.parametrize("name", sorted(OBVIOUS))
+def test_obvious_infills(lm, eng, name, layout):
+    code, expected = OBVIOUS[name]
+    got = infill(lm, eng, code, layout)
+    assert got.split("\n")[0].rstrip() == expected, (name, layout, got)
