@@ -22,6 +22,14 @@ def quality_table(table: dict) -> str:
     return "\n".join(rows)
 
 
+def layout_note(q: dict) -> str:
+    psm, spm = (sum(q[m][k]["edit_similarity"] for k in ("single", "multi")) for m in ("fim-psm", "fim-spm"))
+    if psm <= spm or "fim-psm" not in q:
+        return ""
+    return ("\nThis model does much better with PSM prompts than with SPM ones (the server's choice for "
+            "StarCoder-style models): in this short training it learned the suffix-first order less well.\n")
+
+
 def phase_line(i: int, run: Path) -> str:
     state = json.loads((run / "final" / "training_state.json").read_text())
     a = json.loads((run / "args.json").read_text())
@@ -110,7 +118,7 @@ Trained on a few million tokens of one code base (the stdlib) with a 512-token w
 idioms and Python syntax, little else, and it does not follow long-range logic. It is a working default
 and a test fixture for behaviour that only a trained FIM model shows, not a useful assistant; point
 `infill-ls` at a real checkpoint (e.g. a StarCoder-family model) for that.
-""")
+{layout_note(q)}""")
     return 0
 
 
