@@ -24,12 +24,7 @@ TIMEOUT_MS = 1000
 SLACK_S = 1.0  # lsp_server.completion.WAIT_SLACK_S
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
