@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
             server.start_tcp(host, port)
         else:
             from lsp_server.bounded_stdin import BoundedStdin
+            from lsp_server.quiet_stdout import QuietStdout
 
-            server.start_io(BoundedStdin(sys.stdin.buffer))
+            server.start_io(BoundedStdin(sys.stdin.buffer), QuietStdout(sys.stdout.buffer))
     finally:
         # The client went away without `exit` (stdin closed): stop the generation in flight and the
         # worker first; a torch op still running on the worker thread at interpreter exit aborts.

@@ -13,6 +13,7 @@ import logging
 import cattrs
 from lsprotocol import types
 from pygls.capabilities import ServerCapabilitiesBuilder
+from pygls.exceptions import JsonRpcInternalError
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 from pygls.protocol.json_rpc import JsonRPCNotification, JsonRPCRequestMessage
@@ -125,6 +126,8 @@ class InfillServer(LanguageServer):
         """pygls reports failures outside a request's answer (a bad notification, unparsable JSON)
         here; log them instead of popping an error in the editor for each."""
         log.warning("protocol error (%s): %s", getattr(source, "__name__", source), error)
+        if source is JsonRpcInternalError:  # sending failed: a message to the client would fail the same way
+            return
         self.client_log.log("warning", f"protocol error: {type(error).__name__}: {error}")
 
     # -- configuration
