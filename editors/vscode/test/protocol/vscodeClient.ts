@@ -8,21 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { ClientCapabilities } from "vscode-languageserver-protocol";
 import { serverOptions } from "../../src/config";
-
-/** A value that is every property, callable and constructible: enough for module-level use of `vscode`. */
-function standIn(name: string): any {
-  const target: any = function () {};
-  return new Proxy(target, {
-    get(t, prop) {
-      if (prop === "then") return undefined; // not a promise
-      if (prop === Symbol.toPrimitive) return () => name;
-      if (!(prop in t)) t[prop] = standIn(`${name}.${String(prop)}`);
-      return t[prop];
-    },
-    construct: () => standIn(`new ${name}`),
-    apply: () => standIn(`${name}()`),
-  });
-}
+import { standIn } from "../fakeVscode";
 
 export function vscodeClientCapabilities(): ClientCapabilities {
   const loader = Module as any;
