@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.checkpoints import make_gpt_bigcode
+
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
@@ -14,3 +16,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# Tiny StarCoder-like checkpoint folders, built once per run; tests that change one copy it first.
+# (A test module with its own `starcoder` fixture, e.g. a loaded model, overrides these.)
+@pytest.fixture(scope="session")
+def starcoder(tmp_path_factory):
+    return make_gpt_bigcode(tmp_path_factory.mktemp("ckpt") / "starcoder")
+
+
+@pytest.fixture(scope="session")
+def starcoder_bin(tmp_path_factory):
+    return make_gpt_bigcode(tmp_path_factory.mktemp("ckpt") / "starcoder_bin", weights="bin")

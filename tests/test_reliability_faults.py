@@ -16,7 +16,7 @@ import torch
 import inference.weights as weights
 from inference.engine import Engine, GenerationParams
 from inference.loader import load_model
-from tests.checkpoints import make_codegen, make_gpt_bigcode
+from tests.checkpoints import make_codegen
 from tests.reliability_inprocess import InProcessServer
 
 URI = "file:///w/fault.py"
@@ -25,16 +25,6 @@ SLACK_S = 1.0  # lsp_server.completion.WAIT_SLACK_S
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def starcoder(tmp_path_factory):
-    return make_gpt_bigcode(tmp_path_factory.mktemp("ckpt") / "starcoder")
-
-
-@pytest.fixture(scope="module")
-def starcoder_bin(tmp_path_factory):
-    return make_gpt_bigcode(tmp_path_factory.mktemp("ckpt") / "starcoder_bin", weights="bin")
 
 
 @pytest.fixture(scope="module")

@@ -19,20 +19,9 @@ import torch
 
 from inference.loader import ModelError, load_model
 from lsp_server import serve
-from tests.checkpoints import make_gpt_bigcode
 from tests.reliability_client import ROOT, RawClient
 
 SHIPPED = [ROOT / "inference", ROOT / "lsp_server"]
-
-
-@pytest.fixture(scope="module")
-def starcoder(tmp_path_factory):
-    return make_gpt_bigcode(tmp_path_factory.mktemp("ckpt") / "starcoder")
-
-
-@pytest.fixture(scope="module")
-def starcoder_bin(tmp_path_factory):
-    return make_gpt_bigcode(tmp_path_factory.mktemp("ckpt") / "starcoder_bin", weights="bin")
 
 
 class Payload:
