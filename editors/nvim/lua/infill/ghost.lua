@@ -26,6 +26,12 @@ local function buf_state(bufnr)
   return state[bufnr]
 end
 
+--- The buffer's state and the suggestion it shows (nil when none is shown).
+local function shown(bufnr)
+  local s = buf_state(bufnr)
+  return s, s.items[s.index]
+end
+
 local function client_for(bufnr)
   for _, client in ipairs(compat.get_clients({ bufnr = bufnr, name = M.config.client_name })) do
     return client
@@ -89,8 +95,7 @@ end
 
 local function draw(bufnr)
   undraw(bufnr)
-  local s = buf_state(bufnr)
-  local sug = s.items[s.index]
+  local s, sug = shown(bufnr)
   if not sug then
     return
   end
@@ -239,8 +244,7 @@ end
 --- If the text typed since the suggestion was shown is its beginning, keep the rest of it
 --- (typing through a suggestion); returns true when it did.
 local function typed_through(bufnr)
-  local s = buf_state(bufnr)
-  local sug = s.items[s.index]
+  local s, sug = shown(bufnr)
   if not sug then
     return false
   end
@@ -305,8 +309,7 @@ end
 --- Insert the whole suggestion; returns false if none is shown.
 function M.accept(bufnr)
   bufnr = bufnr or vim.api.nvim_get_current_buf()
-  local s = buf_state(bufnr)
-  local sug = s.items[s.index]
+  local s, sug = shown(bufnr)
   if not sug then
     return false
   end
@@ -327,8 +330,7 @@ end
 --- Insert the suggestion's next word and keep showing the rest; returns false if none is shown.
 function M.accept_word(bufnr)
   bufnr = bufnr or vim.api.nvim_get_current_buf()
-  local s = buf_state(bufnr)
-  local sug = s.items[s.index]
+  local s, sug = shown(bufnr)
   if not sug then
     return false
   end
@@ -356,9 +358,9 @@ function M.cycle(bufnr, count)
     draw(bufnr)
     return
   end
-  local shown = s.items[s.index] and s.items[s.index].text
+  local shown_text = s.items[s.index] and s.items[s.index].text
   M.request(bufnr, 1, function(items)
-    if shown and #items > 1 and items[1].text == shown then
+    if shown_text and #items > 1 and items[1].text == shown_text then
       s.index = (count > 0) and 2 or #items
       draw(bufnr)
     end
