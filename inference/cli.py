@@ -73,7 +73,7 @@ def run_complete(argv: list[str]) -> int:
     from .engine import Engine, GenerationParams
     from .loader import load_model
 
-    lm = load_model(args.model, device=args.device, dtype=args.dtype)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype, compile_decode=False)  # one completion
     stop_ids: tuple[int, ...] = ()
     if suffix is not None and lm.fim is not None:
         prompt = lm.bos_ids + lm.fim.psm(lm.encode_plain(prefix), lm.encode_plain(suffix))

@@ -19,6 +19,7 @@ from .loader import LanguageModel
 from .sampling import pick_token
 
 PREFILL_CHUNK = 512  # prompt tokens per forward during prefill (cancel and time limit are checked between)
+LONG_PREFILL = 64  # a prefill this long runs on `Engine.prefill_threads` (when set)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,12 @@ class GenerationResult:
 
 
 class Engine:
+    """Generation over per-session KV caches. `prefill_threads`: torch threads for a long prefill (a
+    compute-bound matrix product that scales with cores), when it differs from the threads set for
+    decoding (memory-bound small steps, kept off one core for the server; see inference.worker)."""
+
+    prefill_threads: int | None = None
+
     def __init__(self, lm: LanguageModel, kv_budget_bytes: int = 256 * 2**20):
         self.lm = lm
         self.caches = SessionCaches(lm.kv_spec(), kv_budget_bytes)
@@ -70,6 +77,18 @@ class Engine:
 
     def _prefill(self, kv: SessionKV, ids: list[int], cancel: threading.Event | None,
                  deadline: float | None) -> tuple[torch.Tensor | None, str | None]:
+        decode_threads = torch.get_num_threads()
+        wanted = self.prefill_threads
+        if not wanted or len(ids) < LONG_PREFILL or wanted == decode_threads:
+            return self._prefill_chunks(kv, ids, cancel, deadline)
+        torch.set_num_threads(wanted)
+        try:
+            return self._prefill_chunks(kv, ids, cancel, deadline)
+        finally:
+            torch.set_num_threads(decode_threads)
+
+    def _prefill_chunks(self, kv: SessionKV, ids: list[int], cancel: threading.Event | None,
+                        deadline: float | None) -> tuple[torch.Tensor | None, str | None]:
         """Run the new prompt tokens in chunks of PREFILL_CHUNK: a long prefill (opening a big file,
         a jump) can be cancelled or time out between chunks, and what it has computed stays in the
         session's cache, so the next request for the document goes on from there. Returns the last

@@ -174,7 +174,11 @@ def pick_device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
     return dev, DTYPES[dtype]
 
 
-def load_model(source=None, device="cpu", dtype="auto", family: str | None = None) -> LanguageModel:
+def load_model(source=None, device="cpu", dtype="auto", family: str | None = None,
+               compile_decode: bool = True) -> LanguageModel:
+    """Load a checkpoint folder (or hub id) for the engine. `compile_decode`: on CPU, one-token steps
+    use torch.compile'd ops (inference.blocks), which pay a few seconds of compiling on the first
+    decode; a one-shot caller (`infill-ls complete`) turns it off."""
     dev, dt = pick_device_dtype(device, dtype)
     folder = resolve_source(source)
     cfg = read_config(folder)
@@ -186,6 +190,6 @@ def load_model(source=None, device="cpu", dtype="auto", family: str | None = Non
     weights = WeightMap(tensors, origin, dt, dev)
     model = MODEL_CLASSES[fam](cfg, weights)
     weights.finish()
-    if wants_compiled_decode(dev, dt):
+    if compile_decode and wants_compiled_decode(dev, dt):
         model.decode_ops = compiled_decode_ops(model.act)
     return LanguageModel(fam, cfg, tokenizer, model, dev, dt, folder)

@@ -144,6 +144,7 @@ class InferenceWorker:
         set_inference_threads()
         lm = load_model(spec.source, device=resolve_device(spec.device), dtype=spec.dtype)
         engine = engine_factory(lm, kv_budget_bytes=kv_budget_for(lm, spec.kv_budget_bytes))
+        engine.prefill_threads = prefill_threads()
         _warm_up(engine, lm)
         self.engine = engine
         self.lm = lm
@@ -207,6 +208,18 @@ def inference_threads() -> int:
         return int(env)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores - 1)
+
+
+def prefill_threads() -> int:
+    """torch threads for a long prefill (opening a file, a jump): INFILL_LS_PREFILL_THREADS if set,
+    else every core. A prefill is a few large matrix products, so a thread that starts late costs
+    little, while decoding stays on `inference_threads()`."""
+    import os
+
+    env = os.environ.get("INFILL_LS_PREFILL_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def set_inference_threads() -> None:

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 LINE_END = re.compile(r"\r\n|\r|\n")
+BLOCK_OPENERS = (":", "{", "(", "[")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,16 @@ class CursorContext:
     def mid_line(self) -> bool:
         """Code follows the cursor on its line: the suggestion stays on this line."""
         return self.line_suffix.strip() != ""
+
+    @property
+    def multi_line(self) -> bool:
+        """The suggestion may run over several lines: nothing follows the cursor on its line, and the
+        line so far is blank (a new line) or opens a block (`def f(x):`, `{`, `(`, `[`). While a
+        statement is being typed, the suggestion completes that line, as Cody and Copilot do."""
+        if self.mid_line:
+            return False
+        code = self.line_prefix.strip()
+        return not code or code.endswith(BLOCK_OPENERS)
 
     def lines_before(self, n: int) -> list[str]:
         """The last `n` lines of the prefix (the cursor's line, up to the cursor, last), without

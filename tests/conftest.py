@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.checkpoints import make_gpt_bigcode
+
+# CPU models compile their one-token decode ops on first use (seconds per process and shape). Tests run
+# eager, and so do the servers they start (the variable is inherited); tests/test_engine_blocks.py
+# compiles for real and checks the compiled ops against eager.
+os.environ.setdefault("INFILL_LS_NO_COMPILE", "1")
 
 
 @pytest.fixture(scope="module")

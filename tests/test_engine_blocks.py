@@ -1,5 +1,6 @@
-"""The compiled bf16/fp16 CPU decode ops: the GEMV that gets compiled equals F.linear, the compiled
-ops give the eager ops' results, and a compiler failure falls back to eager instead of failing."""
+"""The compiled CPU decode ops: the GEMV that gets compiled equals F.linear, a model decoding with the
+compiled ops gives the eager ops' logits and greedy tokens, and a compiler failure falls back to
+eager instead of failing."""
 
 from __future__ import annotations
 
@@ -45,9 +46,41 @@ def test_bf16_cpu_model_gets_decode_ops_and_tracks_fp32(tmp_path, monkeypatch):
     monkeypatch.setenv("INFILL_LS_NO_COMPILE", "1")  # eager: keeps this test quick
     folder = ck.make_codegen(tmp_path / "m", seed=31)
     lm16 = load_model(folder, dtype="bfloat16")
-    lm32 = load_model(folder, dtype="float32")
+    lm32 = load_model(folder, dtype="float32", compile_decode=False)
     assert lm16.model.decode_ops is not None and lm32.model.decode_ops is None
     ids = lm32.encode("def fibonacci(n):\n    if n < 2:")
     a, b = lm16.full_logits(ids), lm32.full_logits(ids)
     assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.8
     assert len(Engine(lm16).generate(ids, GenerationParams(max_new_tokens=8)).token_ids) > 0
+
+
+
+def _step_logits(lm, prompt: list[int], tokens: list[int]) -> torch.Tensor:
+    """Logits after the prompt and after each of `tokens`, fed one at a time (one-token steps)."""
+    eng = Engine(lm)
+    kv = eng.caches.get("s")
+    kv.reserve(len(prompt) + len(tokens))
+    with torch.inference_mode():
+        rows = [eng._forward(kv, prompt)]
+        rows += [eng._forward(kv, [t]) for t in tokens]
+    return torch.stack(rows)
+
+
+def test_compiled_fp32_decode_matches_eager(tmp_path, monkeypatch):
+    """Really compiles (the suite otherwise runs with INFILL_LS_NO_COMPILE=1): an fp32 model loaded the
+    way the server loads it decodes with compiled ops, its logits within 1e-4 of the eager model's at
+    every step and its greedy tokens identical."""
+    monkeypatch.delenv("INFILL_LS_NO_COMPILE", raising=False)
+    folder = ck.make_gpt_bigcode(tmp_path / "m", seed=5)
+    compiled = load_model(folder, dtype="float32")
+    eager = load_model(folder, dtype="float32", compile_decode=False)
+    assert compiled.model.decode_ops is not None and eager.model.decode_ops is None
+    ids = compiled.encode("def fibonacci(n):\n    if n < 2:")
+    params = GenerationParams(max_new_tokens=12)
+    a = Engine(compiled).generate(ids, params)
+    b = Engine(eager).generate(ids, params)
+    assert a.token_ids == b.token_ids
+    assert compiled.model.decode_ops.head.compiled is not None  # it ran compiled, no fallback to eager
+    la, lb = _step_logits(compiled, ids, a.token_ids), _step_logits(eager, ids, a.token_ids)
+    assert la.shape[0] == len(a.token_ids) + 1
+    assert torch.allclose(la, lb, atol=1e-4, rtol=1e-4), (la - lb).abs().max()

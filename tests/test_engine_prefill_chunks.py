@@ -64,3 +64,34 @@ def test_cancel_during_prefill_stops_between_chunks(lm, monkeypatch):
     res = eng.generate(ids, GenerationParams(max_new_tokens=4), session="doc", cancel=cancel)
     assert res.stop_reason == "cancelled" and res.token_ids == []
     assert calls == [8, 8] and eng.session_tokens("doc") == ids[:16]
+
+
+def test_long_prefill_runs_on_prefill_threads_and_decode_on_the_others(lm, monkeypatch):
+    import torch
+
+    ids = prompt_ids(lm)
+    assert len(ids) >= engine_module.LONG_PREFILL
+    seen: list[tuple[int, int]] = []  # (tokens in the forward, torch threads during it)
+    forward = lm.model.forward
+
+    def recording(x, kv):
+        seen.append((x.shape[0], torch.get_num_threads()))
+        return forward(x, kv)
+
+    monkeypatch.setattr(lm.model, "forward", recording)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        eng = Engine(lm)
+        eng.prefill_threads = 2
+        plain = Engine(lm).generate(ids, GenerationParams(max_new_tokens=3))
+        seen.clear()
+        res = eng.generate(ids, GenerationParams(max_new_tokens=3), session="d")
+        assert res.token_ids == plain.token_ids
+        assert seen[0] == (len(ids), 2) and all(s == (1, 1) for s in seen[1:])
+        assert torch.get_num_threads() == 1
+        seen.clear()
+        eng.generate(ids + ids[:5], GenerationParams(max_new_tokens=1), session="d")  # a short prefill
+        assert seen[0][1] == 1
+    finally:
+        torch.set_num_threads(before)

@@ -322,9 +322,9 @@ async def test_other_requests_are_answered_while_a_long_generation_runs_and_canc
                                    requestTimeoutMs=60000)) as client:
         await wait_model(client)
         loop = asyncio.get_running_loop()
-        doc = Doc(client, "file:///w/long.py", "x = 1")
+        doc = Doc(client, "file:///w/long.py", "x = 1\n")  # a blank line: a multi-line request
         params = t.InlineCompletionParams(
-            text_document=t.TextDocumentIdentifier(doc.uri), position=doc.position(5),
+            text_document=t.TextDocumentIdentifier(doc.uri), position=doc.position(6),
             context=t.InlineCompletionContext(trigger_kind=t.InlineCompletionTriggerKind.Automatic))
         long_run = asyncio.ensure_future(client.protocol.send_request_async(
             t.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id="long"))
@@ -342,9 +342,9 @@ async def test_other_requests_are_answered_while_a_long_generation_runs_and_canc
         s = await stats(client)
         assert s["cancelled"] == 1 and s["modelRuns"] == 1  # the cancelled run is not counted
 
-        full = Doc(client, "file:///w/full.py", "y = 2")  # what the cancelled run would have cost
+        full = Doc(client, "file:///w/full.py", "y = 2\n")  # what the cancelled run would have cost
         t0 = loop.time()
-        await full.inline(5)
+        await full.inline(6)
         full_run_s = loop.time() - t0
         assert (await stats(client))["last"]["tokens"] == 900
         assert next_answer_s < full_run_s * 0.75, (next_answer_s, full_run_s)

@@ -21,7 +21,10 @@ def run(f, snippet, raw):
 
 @pytest.mark.parametrize("snippet, raw, expected", [
     ("x = foo(█)\n", "a, b)\ny = 2", "a, b)"),          # mid-line: one line only
-    ("x = █\n", "1\ny = 2", "1\ny = 2"),                 # line end: multi-line allowed
+    ("x = █\n", "1\ny = 2", "1"),                        # a statement being typed: its line only
+    ("x = 1\n█", "y = 2\nz = 3", "y = 2\nz = 3"),       # a blank line: multi-line allowed
+    ("if x:█", "\n    y = 2\n    z = 3", "\n    y = 2\n    z = 3"),  # a block opener: its body
+    ("f(a,█", "\n  b)", ""),                             # line end inside a call: that line only
     ("x = foo(█)   \n", "a\nb", "a"),
     ("█", "a\r\nb", "a\r\nb"),
 ])
@@ -33,11 +36,11 @@ def test_single_line_only_when_code_follows_cursor(snippet, raw, expected):
     # block opened on the cursor line ends at the next line back at its indentation
     ("def f():█\n", "\n    return 1\ndef g():\n    pass", "\n    return 1"),
     # inside a body: a line indented less than the cursor line ends it
-    ("def f():\n    x = 1█\n", "\n    y = 2\nprint(x)", "\n    y = 2"),
+    ("def f():\n    x = 1\n    █\n", "y = 2\nprint(x)", "y = 2"),
     # empty line inside a body: the reference is the first suggested line
     ("def f():\n    x = 1\n    █\n", "return x\n\nclass A:", "return x"),
     # sibling statements: one paragraph, up to a blank line
-    ("x = 1█", "\ny = 2\nz = 3\n\ndef g():", "\ny = 2\nz = 3"),
+    ("x = 1\n█", "y = 2\nz = 3\n\ndef g():", "y = 2\nz = 3"),
     # inside a block just opened, blank lines are part of it
     ("def f():█", "\n    a = 1\n\n    b = 2\nc = 3", "\n    a = 1\n\n    b = 2"),
     # a closing brace at the block's indentation is kept when the suffix lacks it
@@ -47,7 +50,7 @@ def test_single_line_only_when_code_follows_cursor(snippet, raw, expected):
     # no dedent yet: unchanged
     ("def f():█", "\n    a = 1\n    b = 2", "\n    a = 1\n    b = 2"),
     # tabs count as indentation too
-    ("func f() {\n\tx := 1█\n}", "\n\ty := 2\n}\n", "\n\ty := 2"),
+    ("func f() {\n\tx := 1\n\t█\n}", "y := 2\n}\n", "y := 2"),
 ])
 def test_block_scope_stops_at_dedent(snippet, raw, expected):
     assert run(stop_at_block_end, snippet, raw).text == expected
@@ -60,6 +63,9 @@ def test_block_end_is_only_known_once_the_dedented_line_has_code():
     assert generation_can_stop(ctx, "\n    return 1\nd")
     assert generation_can_stop(parse_cursor_marked("f(█)"), "x)\n")
     assert not generation_can_stop(parse_cursor_marked("f(█)"), "x)")
+    typing = parse_cursor_marked("    total = compu█")  # a statement being typed: done at its line end
+    assert not generation_can_stop(typing, "te(a, b)")
+    assert generation_can_stop(typing, "te(a, b)\n")
 
 
 @pytest.mark.parametrize("snippet, raw, expected", [

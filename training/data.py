@@ -107,5 +107,42 @@ def fim_transform(doc: str, rng: random.Random, fim_rate: float = 0.5, spm_rate:
     return [FIM_PREFIX, prefix, FIM_SUFFIX, suffix, FIM_MIDDLE, middle]
 
 
+def pack_rows(examples: list[list[int]], is_fim: list[bool], seq_len: int, pad: int) -> list[list[int]]:
+    """Pack token lists into rows of `seq_len` so that every FIM example lies whole in one row.
+
+    A FIM example cut across two rows would show the model a middle without the prefix and suffix
+    it belongs to (attention stops at the row), or a prompt without its middle. So each row starts
+    with FIM examples (as many as fit, while FIM text is not ahead of left-to-right text in the
+    epoch) and left-to-right text fills the rest; a left-to-right document may run on into the
+    next rows. An example longer than a row is cut to it. When left-to-right text runs out, the
+    space after the last FIM example of a row is padded with `pad`; a last row of left-to-right text
+    only is dropped when incomplete.
+    """
+    fims = [ex[:seq_len] for ex, f in zip(examples, is_fim) if f]
+    l2r = [t for ex, f in zip(examples, is_fim) if not f for t in ex]
+    fim_total = max(1, sum(len(ex) for ex in fims))
+    l2r_total = max(1, len(l2r))
+    rows: list[list[int]] = []
+    fi = li = fim_used = 0
+    while fi < len(fims) or li < len(l2r):
+        row: list[int] = []
+        first_fim = fi
+        while (fi < len(fims) and len(row) + len(fims[fi]) <= seq_len
+               and (fim_used / fim_total <= li / l2r_total or li >= len(l2r))):
+            row.extend(fims[fi])
+            fim_used += len(fims[fi])
+            fi += 1
+        take = l2r[li:li + seq_len - len(row)]
+        row.extend(take)
+        li += len(take)
+        if len(row) < seq_len:
+            if li < len(l2r) or fi < len(fims) or fi > first_fim:
+                row.extend([pad] * (seq_len - len(row)))
+            else:
+                break
+        rows.append(row)
+    return rows
+
+
 def documents(files: list[SourceFile], max_chars: int) -> list[str]:
     return [piece for f in files for piece in chunk_text(f.text, max_chars)]

@@ -23,25 +23,24 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from training.data import EOT, SPECIAL_TOKENS, documents, fim_transform, split_files, stdlib_files
+from training.data import (EOT, FIM_PREFIX, SPECIAL_TOKENS, documents, fim_transform, pack_rows, split_files,
+                           stdlib_files)
 from training.tokenizer import train_tokenizer
 
 
-def encode_docs(tok: Tokenizer, docs: list[list[str]]) -> list[int]:
-    """Token stream: every document's segments encoded, documents separated by <|endoftext|>."""
+def encode_docs(tok: Tokenizer, docs: list[list[str]]) -> list[list[int]]:
+    """Token ids of every document: its segments encoded, then <|endoftext|>."""
     special = {name: tok.token_to_id(name) for name in SPECIAL_TOKENS}
     texts = [seg for doc in docs for seg in doc if seg not in special]
     encoded = iter(tok.encode_batch(texts, add_special_tokens=False))
-    stream: list[int] = []
-    eot = special[EOT]
+    out: list[list[int]] = []
     for doc in docs:
+        ids: list[int] = []
         for seg in doc:
-            if seg in special:
-                stream.append(special[seg])
-            else:
-                stream.extend(next(encoded).ids)
-        stream.append(eot)
-    return stream
+            ids.extend([special[seg]] if seg in special else next(encoded).ids)
+        ids.append(special[EOT])
+        out.append(ids)
+    return out
 
 
 def epoch_tensor(tok: Tokenizer, docs: list[str], seq_len: int, seed: int, fim_rate: float) -> torch.Tensor:
@@ -49,9 +48,9 @@ def epoch_tensor(tok: Tokenizer, docs: list[str], seq_len: int, seed: int, fim_r
     order = list(range(len(docs)))
     rng.shuffle(order)
     segs = [fim_transform(docs[i], rng, fim_rate=fim_rate) for i in order]
-    stream = encode_docs(tok, segs)
-    n = len(stream) // seq_len
-    return torch.tensor(stream[: n * seq_len], dtype=torch.long).view(n, seq_len)
+    rows = pack_rows(encode_docs(tok, segs), [seg[0] == FIM_PREFIX for seg in segs], seq_len,
+                     pad=tok.token_to_id(EOT))
+    return torch.tensor(rows, dtype=torch.long).view(len(rows), seq_len)
 
 
 def build_model(vocab_size: int, args: argparse.Namespace):
@@ -137,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-lr", type=float, default=2e-4)
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--fim-rate", type=float, default=0.5)
-    ap.add_argument("--chunk-chars", type=int, default=0, help="max chars per document (0: 1.5 x seq_len x 3.6)")
+    ap.add_argument("--chunk-chars", type=int, default=0,
+                    help="max chars per document (0: 0.75 x seq_len x 3.8, about 3/4 of a row)")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast")
     ap.add_argument("--save-dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--threads", type=int, default=2)
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    chunk = args.chunk_chars or int(1.5 * args.seq_len * 3.6)
+    chunk = args.chunk_chars or int(0.75 * args.seq_len * 3.8)
 
     train_files, held_files = split_files(stdlib_files())
     tok_path = args.out / "tokenizer.json"

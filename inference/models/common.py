@@ -71,7 +71,7 @@ class DecoderBase:
     vocab_size: int
     eps: float
     act = staticmethod(_gelu_tanh)
-    decode_ops = None  # set by the loader: compiled one-token ops (bf16/fp16 on CPU), or None
+    decode_ops = None  # set by the loader: compiled one-token ops (on CPU), or None
     _eager_ops = None
 
     def ops_for(self, tokens: int):

@@ -40,7 +40,7 @@ def shape(ctx: CursorContext, text: str) -> Suggestion:
 
 def generation_can_stop(ctx: CursorContext, text: str) -> bool:
     """Early stop while decoding: the shaped suggestion can no longer grow."""
-    if ctx.mid_line:
+    if not ctx.multi_line:
         return "\n" in text
     return block_has_ended(ctx, text)
 

@@ -10,10 +10,9 @@ line indented less than the reference line, or at the first blank line (one para
 
 from __future__ import annotations
 
-from lsp_server.context import CursorContext
+from lsp_server.context import BLOCK_OPENERS as OPENERS, CursorContext
 from lsp_server.postprocess.suggestion import Suggestion, leading_width
 
-OPENERS = (":", "{", "(", "[")
 SUFFIX_LINES = 50
 CLOSERS = ("}", ")", "]")
 
@@ -67,7 +66,7 @@ def block_has_ended(ctx: CursorContext, text: str) -> bool:
 
 
 def stop_at_block_end(ctx: CursorContext, s: Suggestion) -> Suggestion:
-    if ctx.mid_line:
+    if not ctx.multi_line:
         return s
     end = block_end(ctx, s.text)
     return s if end is None else s.with_text(s.text[:end])
