@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         # worker first; a torch op still running on the worker thread at interpreter exit aborts.
         server.scheduler.cancel_all()
         server.worker.shutdown(timeout=2.0)
-    return 0
+    return server.exit_code  # 1 after `exit` without `shutdown`; 0 when stdin just closed
 
 
 if __name__ == "__main__":

@@ -106,6 +106,7 @@ class InfillServer(LanguageServer):
         super().__init__("infill-ls", "0.1.0", protocol_cls=InfillProtocol,
                          text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
         self.config: Config = DEFAULTS
+        self.exit_code = 0  # what `infill-ls serve` returns; 1 after `exit` without `shutdown`
         self.docs = DocumentStore()
         self.encoding = UTF16
         self.worker = worker or InferenceWorker()
@@ -255,6 +256,7 @@ def build_server(worker: InferenceWorker | None = None) -> InfillServer:
 
     @server.feature(types.EXIT)
     def exit_(ls: InfillServer, *args):
+        ls.exit_code = 0 if ls.protocol._shutdown else 1  # the LSP spec: exit without shutdown -> 1
         ls.scheduler.cancel_all()
         ls.worker.shutdown(timeout=1.0)
 

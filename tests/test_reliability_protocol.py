@@ -289,6 +289,13 @@ def test_requests_after_shutdown_get_invalid_request_and_exit_ends_the_process(c
     assert client.proc.wait(15) == 0
 
 
+def test_exit_without_shutdown_ends_the_process_with_code_1(checkpoint):
+    client = RawClient(TEST_SERVER_COMMAND)
+    client.initialize({"model": "/nonexistent/model"})
+    client.notify("exit")
+    assert client.proc.wait(15) == 1
+
+
 def test_an_editor_that_disappears_mid_generation_leaves_the_server_to_exit_cleanly(checkpoint):
     """stdin closes (the editor died) while the model generates: the process ends, without the
     abort a torch op on the worker thread at interpreter exit would cause."""
