@@ -7,6 +7,7 @@ exactly once, in the negotiated encoding; the pipeline lives in lsp_server.compl
 from __future__ import annotations
 
 import asyncio
+import json
 import itertools
 import logging
 
@@ -129,6 +130,10 @@ class InfillServer(LanguageServer):
         log.warning("protocol error (%s): %s", getattr(source, "__name__", source), error)
         if source is JsonRpcInternalError:  # sending failed: a message to the client would fail the same way
             return
+        if isinstance(error, json.JSONDecodeError):  # JSON-RPC: a body that is not JSON gets -32700, id null
+            # (a dict: pygls' message types drop an id of None, and JSON-RPC wants it there as null)
+            self.protocol._send_data({"jsonrpc": "2.0", "id": None, "error": {
+                "code": int(types.ErrorCodes.ParseError), "message": f"parse error: {error}"}})
         self.client_log.log("warning", f"protocol error: {type(error).__name__}: {error}")
 
     # -- configuration

@@ -108,6 +108,13 @@ def test_invalid_json_rpc_is_dropped_with_a_log_line(server, body):
     normal_request_works(server)
 
 
+def test_a_body_that_is_not_json_gets_a_parse_error(server):
+    server.send_bytes(frame(b"{not json"))
+    answer = server.wait_response(None, timeout=10)  # JSON-RPC: "id": null when the id could not be read
+    assert answer["error"]["code"] == -32700, answer
+    normal_request_works(server)
+
+
 def test_unknown_methods_get_method_not_found_and_unknown_notifications_are_ignored(server):
     for method in ("foo/bar", "textDocument/nonsense", "$/unknownRequest"):
         assert server.request(method, {"x": 1})["error"]["code"] == -32601
