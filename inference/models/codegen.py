@@ -90,6 +90,3 @@ class CodeGen(DecoderBase):
             attn = kv.attend(i, q, k, v, self.scale)
             x = ops.parallel_out(x, h, attn, ly.out_w, ly.fc1_w, ly.fc1_b, ly.fc2_w, ly.fc2_b)
         return x
-
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.ops_for(hidden.shape[0]).head(hidden, self.lnf_w, self.lnf_b, self.eps, self.head, self.head_b)

@@ -86,6 +86,21 @@ class DecoderBase:
     def scale(self) -> float:
         return 1.0 / math.sqrt(self.head_dim)
 
+    head_b = None  # lm_head bias (CodeGen has one)
+
+    def pre_ln_layers(self, x: torch.Tensor, kv, ops, attn_scale: float) -> torch.Tensor:
+        """GPT-2 style pre-LN blocks (GPTBigCode, XGLM): x += attn(ln_1(x)); x += mlp(ln_2(x))."""
+        for i, ly in enumerate(self.layers):
+            _, qkv = ops.attn_in(x, ly.ln1_w, ly.ln1_b, self.eps, ly.qkv_w, ly.qkv_b)
+            attn = kv.attend(i, *self.split_qkv(qkv), attn_scale)
+            x = ops.sequential_out(x, attn, ly.out_w, ly.out_b, ly.ln2_w, ly.ln2_b, self.eps,
+                                   ly.fc1_w, ly.fc1_b, ly.fc2_w, ly.fc2_b)
+        return x
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final norm and lm_head: (T, C) -> fp32 (T, V)."""
+        return self.ops_for(hidden.shape[0]).head(hidden, self.lnf_w, self.lnf_b, self.eps, self.head, self.head_b)
+
     def split_qkv(self, qkv: torch.Tensor):
         t = qkv.shape[0]
         h, hk, d = self.n_heads, self.kv_heads, self.head_dim

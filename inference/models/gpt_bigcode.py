@@ -56,13 +56,4 @@ class GPTBigCode(DecoderBase):
         start, t = kv.start, ids.shape[0]
         ops = self.ops_for(t)
         x = F.embedding(ids, self.wte) + self.wpe[start:start + t]
-        for i, ly in enumerate(self.layers):
-            _, qkv = ops.attn_in(x, ly.ln1_w, ly.ln1_b, self.eps, ly.qkv_w, ly.qkv_b)
-            attn = kv.attend(i, *self.split_qkv(qkv), self.attn_scale)
-            x = ops.sequential_out(x, attn, ly.out_w, ly.out_b, ly.ln2_w, ly.ln2_b, self.eps,
-                                   ly.fc1_w, ly.fc1_b, ly.fc2_w, ly.fc2_b)
-        return x
-
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(T, C) -> fp32 (T, V)."""
-        return self.ops_for(hidden.shape[0]).head(hidden, self.lnf_w, self.lnf_b, self.eps, self.head, None)
+        return self.pre_ln_layers(x, kv, ops, self.attn_scale)
