@@ -51,6 +51,15 @@ def mean_loss(model, rows: torch.Tensor, batch: int = 8) -> float:
     return total / count
 
 
+def chunk_chars(folder: Path, seq_len: int) -> int:
+    """The piece length the run used (its args.json beside the saved folder), else the default."""
+    from training.data import default_chunk_chars
+
+    args = folder.parent / "args.json"
+    given = int(json.loads(args.read_text()).get("chunk_chars", 0)) if args.is_file() else 0
+    return given or default_chunk_chars(seq_len)
+
+
 def main(argv: list[str] | None = None) -> int:
     from transformers import GPTBigCodeForCausalLM
 
@@ -64,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, digest = heldout_sample(tok)
     seq_len = model.config.n_positions
     _, held = split_files(stdlib_files())
-    held_rows = epoch_tensor(tok, documents(held, int(1.5 * seq_len * 3.6)), seq_len, seed=0, fim_rate=0.5)
+    held_rows = epoch_tensor(tok, documents(held, chunk_chars(folder, seq_len)), seq_len, seed=0, fim_rate=0.5)
     state = folder / "training_state.json"
     full = json.loads(state.read_text()).get("heldout_loss_fp32_all_rows") if state.is_file() else None
     out = {

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from training.data import default_chunk_chars
+
 
 def quality_table(table: dict) -> str:
     rows = ["| mode | single-line EM % | single-line ES % | multi-line EM % | multi-line ES % |",
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     log = (runs[0] / "train.log").read_text()
     epoch_tokens = int(log.split("epoch 0: ", 1)[1].split()[0])
     args0 = json.loads((runs[0] / "args.json").read_text())
-    chunk_chars = int(args0["chunk_chars"]) or int(0.75 * cfg["n_positions"] * 3.8)
+    chunk_chars = int(args0["chunk_chars"]) or default_chunk_chars(cfg["n_positions"])
     phases = "\n".join(phase_line(i + 1, r) for i, r in enumerate(runs))
     q = json.loads(quality_json.read_text())
     n_single = next(iter(q.values()))["single"]["n"]

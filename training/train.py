@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from training.data import (EOT, FIM_PREFIX, SPECIAL_TOKENS, documents, fim_transform, pack_rows, split_files,
-                           stdlib_files)
+from training.data import (EOT, FIM_PREFIX, SPECIAL_TOKENS, default_chunk_chars, documents, fim_transform, pack_rows,
+                           split_files, stdlib_files)
 from training.tokenizer import train_tokenizer
 
 
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    chunk = args.chunk_chars or int(0.75 * args.seq_len * 3.8)
+    chunk = args.chunk_chars or default_chunk_chars(args.seq_len)
 
     train_files, held_files = split_files(stdlib_files())
     tok_path = args.out / "tokenizer.json"
