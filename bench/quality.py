@@ -172,17 +172,18 @@ class ServerPipeline:
         max_new = self.cfg.max_new_tokens_multi_line if ctx.multi_line else self.cfg.max_new_tokens_single_line
         fim = self.lm.fim
         params = GenerationParams(max_new_tokens=max_new, temperature=0.0,
-                                  stop_token_ids=tuple(fim.stop_token_ids) if fim else ())
+                                  stop_token_ids=tuple(fim.stop_token_ids) if fim else (),
+                                  first_token_ids=prompt.first_token_ids)
         cancel = threading.Event()
         generated: list[int] = []
 
         def on_token(token: int) -> None:
             generated.append(token)
-            if generation_can_stop(ctx, self.lm.decode(generated)):
+            if generation_can_stop(ctx, prompt.suggestion_text(self.lm.decode(generated))):
                 cancel.set()
 
         result = self.engine.generate(prompt.ids, params, cancel=cancel, on_token=on_token)
-        return shape(ctx, result.text).text
+        return shape(ctx, prompt.suggestion_text(result.text)).text
 
 
 def repeat_previous_line(task: Task) -> str:

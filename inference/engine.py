@@ -31,6 +31,7 @@ class GenerationParams:
     stop_token_ids: tuple[int, ...] = ()
     stop_strings: tuple[str, ...] = ()
     time_limit_s: float | None = None
+    first_token_ids: tuple[int, ...] = ()  # when given, the first token is chosen among these (token healing)
 
 
 @dataclass
@@ -142,6 +143,9 @@ class Engine:
             logits = None
         t1 = time.perf_counter()
         while logits is not None:
+            if not out and params.first_token_ids:
+                allowed = torch.tensor(params.first_token_ids, device=logits.device)
+                logits = torch.full_like(logits, float("-inf")).index_copy_(0, allowed, logits[allowed])
             token = pick_token(logits, params.temperature, params.top_p, generator)
             if token in stops:
                 reason = "eos"

@@ -116,7 +116,7 @@ async def suggest(server, req: Request) -> Answer | None:
             timings.update(prompt_ms=round(prompt_ms, 2), prompt_layout=prompt.layout,
                            prompt_prefix_tokens=prompt.prefix_tokens, prompt_suffix_tokens=prompt.suffix_tokens)
             stats.model_run(timings)
-            s = shape(ctx, builder.continuation(prompt.ids, result.token_ids, result.text))
+            s = shape(ctx, prompt.suggestion_text(builder.continuation(prompt.ids, result.token_ids, result.text)))
             if s.text and all(s.text != other.text for other in suggestions):
                 suggestions.append(s)
             _log_model_run(server, builder, request_id, i, timings, prompt, result, s)
@@ -147,10 +147,10 @@ async def _generate(server, lm, ticket, ctx, prompt, max_new, temperature, cfg):
 
     fim = lm.fim
     params = GenerationParams(max_new_tokens=max_new, temperature=temperature, top_p=cfg.top_p,
-                              stop_token_ids=stop_ids(fim),
+                              stop_token_ids=stop_ids(fim), first_token_ids=prompt.first_token_ids,
                               time_limit_s=cfg.request_timeout_ms / 1000)
     job = GenerationJob(prompt.ids, params, session=ticket.uri, cancel=ticket.new_job_event(),
-                        stop_check=lambda ids: generation_can_stop(ctx, lm.decode(ids)),
+                        stop_check=lambda ids: generation_can_stop(ctx, prompt.suggestion_text(lm.decode(ids))),
                         model_generation=server.model.worker_generation)
     future = server.worker.generate(job)
     wait_s = cfg.request_timeout_ms / 1000 + WAIT_SLACK_S
@@ -195,5 +195,5 @@ def _log_model_run(server, builder, request_id, index, timings, prompt, result, 
     fields = " ".join(f"{k}={v}" for k, v in timings.items())
     line = f"completion #{request_id}.{index} {fields}"
     if log.text_allowed:
-        line += f" prompt={builder.decode(prompt.ids)!r} raw={result.text!r} shown={shaped.text!r}"
+        line += f" prompt={builder.decode(prompt.ids)!r} heal={prompt.heal!r} raw={result.text!r} shown={shaped.text!r}"
     log.log("info", line)

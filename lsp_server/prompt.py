@@ -43,6 +43,13 @@ class Prompt:
     suffix_tokens: int
     prefix_chars: int  # how much of the text before the cursor the prompt holds
     suffix_chars: int
+    # Token healing: whitespace taken off the end of the prompt, which the generation must start with
+    # (its first token is one of `first_token_ids`); `suggestion_text` takes it off again.
+    heal: str = ""
+    first_token_ids: tuple[int, ...] = ()
+
+    def suggestion_text(self, generated: str) -> str:
+        return generated[len(self.heal):] if self.heal and generated.startswith(self.heal) else generated
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ class PromptBuilder:
             self.layout = "psm"
         self.bos_ids = list(getattr(lm, "bos_ids", []))
         self._pieces: OrderedDict[str, list[int]] = OrderedDict()
+        self._token_texts: list[str] | None = None  # every token's text, for token healing (built once)
         # A tokenizer of our own: prompts are built on the event loop while the worker thread
         # decodes with the model's; the two never share one (mutable) tokenizer object.
         self._tokenizer = None
@@ -178,15 +186,51 @@ class PromptBuilder:
     def build(self, ctx: CursorContext, budget: Budget) -> Prompt:
         prefix_ids, prefix_chars = self.prefix_ids(ctx.prefix, budget.prefix_tokens)
         if self.layout == "prefix":
+            healed, heal, first_ids = self.heal_whitespace(prefix_ids)
+            if healed or self.bos_ids:
+                prefix_ids = healed
+            else:
+                heal, first_ids = "", ()
             ids = self.bos_ids + prefix_ids
             if not ids:  # an empty document: the model still needs a first token
                 ids = self.bos_ids or list(self.lm.eos_token_ids[:1])
-            return Prompt(ids, "prefix", len(prefix_ids), 0, prefix_chars, 0)
+            return Prompt(ids, "prefix", len(prefix_ids), 0, prefix_chars, 0, heal, first_ids)
         suffix_ids, suffix_chars = self.suffix_ids(ctx.suffix, budget.suffix_tokens)
         fim = self.lm.fim
+        heal, first_ids = "", ()
+        if self.layout == "spm":
+            prefix_ids, heal, first_ids = self.heal_whitespace(prefix_ids)
         ids = fim.spm(prefix_ids, suffix_ids) if self.layout == "spm" else fim.psm(prefix_ids, suffix_ids)
         return Prompt(self.bos_ids + ids, self.layout, len(prefix_ids), len(suffix_ids), prefix_chars,
-                      suffix_chars)
+                      suffix_chars, heal, first_ids)
+
+    def heal_whitespace(self, prefix_ids: list[int]) -> tuple[list[int], str, tuple[int, ...]]:
+        """Token healing for a prompt that ends with the prefix (SPM, left to right) on whitespace.
+
+        Byte-level BPE joins a line break with the indentation after it ("\n" + "        " is one
+        "\n       " token and a " x" one), so in training a lone "\n" token is followed by code at
+        column 0, or by the end of the file. A prompt cut at the start of an indented line ends with
+        exactly that token: models then start a new top-level statement or stop. So the trailing
+        whitespace token is taken off and the first generated token must begin with its text (it may
+        carry the indentation on). Returns (ids, healed text, allowed first token ids)."""
+        if not prefix_ids or not self.concatenative:
+            return prefix_ids, "", ()
+        text = self.decode(prefix_ids[-1:])
+        if not text or text.strip() or "\ufffd" in text:
+            return prefix_ids, "", ()
+        first = self._tokens_starting_with(text)
+        if len(first) <= 1:
+            return prefix_ids, "", ()
+        return prefix_ids[:-1], text, first
+
+    def _tokens_starting_with(self, text: str) -> tuple[int, ...]:
+        if self._token_texts is None:
+            size = self._tokenizer.get_vocab_size() if self._tokenizer is not None else len(self.lm.tokenizer.get_vocab())
+            self._token_texts = [self.decode([i]) for i in range(size)]
+            self._heals: dict[str, tuple[int, ...]] = {}
+        if text not in self._heals:
+            self._heals[text] = tuple(i for i, t in enumerate(self._token_texts) if t.startswith(text))
+        return self._heals[text]
 
 
 def prefix_pieces(prefix: str) -> Iterator[tuple[int, int]]:

@@ -142,3 +142,14 @@ def test_santacoder_and_codegen2_fim_prompts(tmp_path):
     with pytest.raises(ValueError):
         cg2.fim.spm([7], [8])
     assert load_model(ck.make_xglm(tmp_path / "x")).fim is None
+
+
+def test_first_token_ids_restrict_only_the_first_token(eng, lm):
+    ids = lm.encode(ck.CODE_TEXT[:120])
+    free = eng.generate(ids, GenerationParams(max_new_tokens=6))
+    allowed = tuple(t for t in range(40, 60) if t != free.token_ids[0])
+    res = eng.generate(ids, GenerationParams(max_new_tokens=6, first_token_ids=allowed))
+    assert res.token_ids[0] in allowed
+    with torch.inference_mode():
+        logits = lm.full_logits(ids)[-1]
+    assert res.token_ids[0] == max(allowed, key=lambda t: logits[t].item())  # greedy among the allowed

@@ -59,14 +59,27 @@ def test_spm_layout_for_starcoder_puts_the_suffix_first(starcoder):
     assert p.ids[:2] == [fim.prefix_token, fim.suffix_token]
     middle = p.ids.index(fim.middle_tokens[0])
     assert starcoder.decode(p.ids[2:middle]) == ctx.suffix
-    assert starcoder.decode(p.ids[middle + 1:]) == ctx.prefix
+    # token healing: the trailing whitespace token is left for the model to write (see heal_whitespace)
+    assert p.heal == " " and starcoder.decode(p.ids[middle + 1:]) + p.heal == ctx.prefix
+    assert len(p.first_token_ids) > 1
+    assert all(b.decode([i]).startswith(" ") for i in p.first_token_ids)
+    assert p.suggestion_text(" x + 1") == "x + 1"
+
+
+def test_a_prompt_ending_in_a_line_break_is_healed_and_one_ending_in_code_is_not(starcoder):
+    b = PromptBuilder(starcoder)
+    healed = b.build(CursorContext("def f(x):\n", "    return x\n"), Budget(200, 50))
+    assert healed.heal == "\n" and starcoder.decode(healed.ids).endswith("def f(x):")
+    assert all(b.decode([i]).startswith("\n") for i in healed.first_token_ids)
+    plain = b.build(CursorContext("def f(x):\n    return x", "\n"), Budget(200, 50))
+    assert plain.heal == "" and plain.first_token_ids == () and starcoder.decode(plain.ids).endswith("return x")
 
 
 def test_prefix_only_for_left_to_right_families(codegen):
     b = PromptBuilder(codegen)
     assert b.layout == "prefix"
     p = b.build(CursorContext("x = 1\ny = ", "\nz = 3\n"), Budget(100, 0))
-    assert codegen.decode(p.ids) == "x = 1\ny = " and p.suffix_tokens == 0
+    assert codegen.decode(p.ids) + p.heal == "x = 1\ny = " and p.suffix_tokens == 0
 
 
 def test_budget_is_respected_and_the_cut_is_at_a_line_start(starcoder):

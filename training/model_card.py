@@ -135,7 +135,7 @@ shaping, greedy. `repeat-line` repeats the line above the cursor (no model).
 Reproduce: `python bench/quality.py --model inference/default_model`.
 
 ## Limits
-Trained on a few million tokens of one code base (the stdlib) with a 512-token window: it knows stdlib
+Trained on {state['tokens'] / 1e6:.0f} M tokens (about {state['tokens'] / epoch_tokens:.1f} passes) of one code base (the stdlib) with a 512-token window: it knows stdlib
 idioms and Python syntax, little else, and it does not follow long-range logic. It is a working default
 and a test fixture for behaviour that only a trained FIM model shows, not a useful assistant; point
 `infill-ls` at a real checkpoint (e.g. a StarCoder-family model) for that.
