@@ -256,14 +256,17 @@ def resolve_device(device: str) -> str:
 
 
 def _warm_up(engine, lm) -> None:
-    """A short realistic generation right after loading (a 40-token prompt in a session, then 48
-    decode steps): the first runs pay one-time costs (kernel selection, compilation, allocator
-    growth) of seconds that would otherwise land on the user's first keystrokes."""
+    """A short realistic generation right after loading (a 160-token prompt in a session, prefilled
+    on the prefill threads, then 48 decode steps): the first runs pay one-time costs (kernel
+    selection, thread start-up, compilation, allocator growth) of up to seconds that would otherwise
+    land on the user's first keystrokes."""
     from inference.engine import GenerationParams
 
     first = (list(getattr(lm, "bos_ids", [])) or list(lm.eos_token_ids[:1]) or [0])[:1]
     try:
-        prompt = (first + lm.encode_plain("import os\n" * 8))[:40] if hasattr(lm, "encode_plain") else first * 40
+        # long enough (>= LONG_PREFILL) to run the multi-threaded prefill path once as well
+        n = min(160, lm.max_context // 2)
+        prompt = (first + lm.encode_plain("import os\n" * 80))[:n] if hasattr(lm, "encode_plain") else first * n
         engine.generate(prompt, GenerationParams(max_new_tokens=48), session=WARM_UP_SESSION)
     except Exception:  # noqa: BLE001 - a failed warm-up shows up again, clearly, on the first request
         log.exception("warm-up generation failed")
