@@ -85,6 +85,7 @@ class PromptBuilder:
         self.bos_ids = list(getattr(lm, "bos_ids", []))
         self._pieces: OrderedDict[str, list[int]] = OrderedDict()
         self._token_texts: list[str] | None = None  # every token's text, for token healing (built once)
+        self._heals: dict[str, tuple[int, ...]] = {}  # healed text -> the token ids that start with it
         # A tokenizer of our own: prompts are built on the event loop while the worker thread
         # decodes with the model's; the two never share one (mutable) tokenizer object.
         self._tokenizer = None
@@ -227,7 +228,6 @@ class PromptBuilder:
         if self._token_texts is None:
             size = self._tokenizer.get_vocab_size() if self._tokenizer is not None else len(self.lm.tokenizer.get_vocab())
             self._token_texts = [self.decode([i]) for i in range(size)]
-            self._heals: dict[str, tuple[int, ...]] = {}
         if text not in self._heals:
             self._heals[text] = tuple(i for i, t in enumerate(self._token_texts) if t.startswith(text))
         return self._heals[text]
