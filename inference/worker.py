@@ -196,30 +196,33 @@ class InferenceWorker:
         return [] if self.engine is None else self.engine.session_tokens(session)
 
 
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _threads_from_env(name: str, default: int) -> int:
+    """A positive thread count from environment variable `name`, else `default`."""
+    import os
+
+    env = os.environ.get(name, "").strip()
+    return int(env) if env.isdigit() and int(env) > 0 else default
+
+
 def inference_threads() -> int:
     """torch intra-op threads for the model: INFILL_LS_THREADS if set, else every core but one.
     Each operator waits for all of its threads, so when the threads outnumber the free cores (the
     editor, a build, the language server's own event loop) a decode step stalls on the scheduler: on
     a busy 2-core machine 2 threads decoded 10-30x slower than 1 (bench/typing.py)."""
-    import os
-
-    env = os.environ.get("INFILL_LS_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)
+    return _threads_from_env("INFILL_LS_THREADS", max(1, _cores() - 1))
 
 
 def prefill_threads() -> int:
     """torch threads for a long prefill (opening a file, a jump): INFILL_LS_PREFILL_THREADS if set,
     else every core. A prefill is a few large matrix products, so a thread that starts late costs
     little, while decoding stays on `inference_threads()`."""
-    import os
-
-    env = os.environ.get("INFILL_LS_PREFILL_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return _threads_from_env("INFILL_LS_PREFILL_THREADS", _cores())
 
 
 def set_inference_threads() -> None:
