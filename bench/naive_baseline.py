@@ -36,7 +36,7 @@ class NaiveBaseline:
         """(prompt ids, max_new_tokens) exactly as lsp_server.completion.suggest builds them."""
         cfg = self.config
         ctx = context_at(text, offset, "python", uri)
-        max_new = cfg.max_new_tokens_multi_line if ctx.multi_line else cfg.max_new_tokens_single_line
+        max_new = cfg.max_new_tokens(ctx.multi_line)
         reserve = max(cfg.max_new_tokens_multi_line, cfg.max_new_tokens_single_line)
         budget = Budget.for_model(self.lm.max_context, cfg.context_tokens, reserve, cfg.suffix_fraction,
                                   self.builder.layout)

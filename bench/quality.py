@@ -169,7 +169,7 @@ class ServerPipeline:
 
         ctx = CursorContext(prefix, suffix, "python", "file:///task.py")
         prompt = self.builders[layout].build(ctx, self.budgets[layout])
-        max_new = self.cfg.max_new_tokens_multi_line if ctx.multi_line else self.cfg.max_new_tokens_single_line
+        max_new = self.cfg.max_new_tokens(ctx.multi_line)
         fim = self.lm.fim
         params = GenerationParams(max_new_tokens=max_new, temperature=0.0,
                                   stop_token_ids=tuple(fim.stop_token_ids) if fim else (),

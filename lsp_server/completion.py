@@ -81,7 +81,7 @@ async def suggest(server, req: Request) -> Answer | None:
     # 2. the prompt
     lm, builder = state.lm, state.builder
     multi_line = ctx.multi_line
-    max_new = cfg.max_new_tokens_multi_line if multi_line else cfg.max_new_tokens_single_line
+    max_new = cfg.max_new_tokens(multi_line)
     reserve = max(cfg.max_new_tokens_multi_line, cfg.max_new_tokens_single_line)
     budget = Budget.for_model(lm.max_context, cfg.context_tokens, reserve, cfg.suffix_fraction, builder.layout)
     tp = time.perf_counter()

@@ -42,6 +42,10 @@ class Config:
         """What a loaded model depends on: a change here reloads it."""
         return (self.model, self.device, self.dtype, self.kv_budget_mb)
 
+    def max_new_tokens(self, multi_line: bool) -> int:
+        """The token limit of a suggestion (see CursorContext.multi_line)."""
+        return self.max_new_tokens_multi_line if multi_line else self.max_new_tokens_single_line
+
     def language_enabled(self, language_id: str | None) -> bool:
         return "*" in self.languages or (language_id or "") in self.languages
 

@@ -187,11 +187,9 @@ class PromptBuilder:
     def build(self, ctx: CursorContext, budget: Budget) -> Prompt:
         prefix_ids, prefix_chars = self.prefix_ids(ctx.prefix, budget.prefix_tokens)
         if self.layout == "prefix":
-            healed, heal, first_ids = self.heal_whitespace(prefix_ids)
-            if healed or self.bos_ids:
-                prefix_ids = healed
-            else:
-                heal, first_ids = "", ()
+            heal, first_ids = "", ()
+            if len(prefix_ids) > 1 or self.bos_ids:  # never heal the prompt's only token away
+                prefix_ids, heal, first_ids = self.heal_whitespace(prefix_ids)
             ids = self.bos_ids + prefix_ids
             if not ids:  # an empty document: the model still needs a first token
                 ids = self.bos_ids or list(self.lm.eos_token_ids[:1])
