@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from training.data import split_files, stdlib_files
+from training.data import HELDOUT_FIM_RATE, split_files, stdlib_files
 
 SAMPLE_FILES = 8
 SAMPLE_TOKENS = 256
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, digest = heldout_sample(tok)
     seq_len = model.config.n_positions
     _, held = split_files(stdlib_files())
-    held_rows = epoch_tensor(tok, documents(held, chunk_chars(folder, seq_len)), seq_len, seed=0, fim_rate=0.5)
+    held_rows = epoch_tensor(tok, documents(held, chunk_chars(folder, seq_len)), seq_len, seed=0, fim_rate=HELDOUT_FIM_RATE)
     state = folder / "training_state.json"
     full = json.loads(state.read_text()).get("heldout_loss_fp32_all_rows") if state.is_file() else None
     out = {

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from training.data import (EOT, FIM_PREFIX, SPECIAL_TOKENS, default_chunk_chars, documents, fim_transform, pack_rows,
+from training.data import (EOT, FIM_PREFIX, HELDOUT_FIM_RATE, SPECIAL_TOKENS, default_chunk_chars, documents, fim_transform, pack_rows,
                            split_files, stdlib_files)
 from training.tokenizer import train_tokenizer
 
@@ -43,11 +43,12 @@ def encode_docs(tok: Tokenizer, docs: list[list[str]]) -> list[list[int]]:
     return out
 
 
-def epoch_tensor(tok: Tokenizer, docs: list[str], seq_len: int, seed: int, fim_rate: float) -> torch.Tensor:
+def epoch_tensor(tok: Tokenizer, docs: list[str], seq_len: int, seed: int, fim_rate: float,
+                 line_rate: float = 0.0) -> torch.Tensor:
     rng = random.Random(seed)
     order = list(range(len(docs)))
     rng.shuffle(order)
-    segs = [fim_transform(docs[i], rng, fim_rate=fim_rate) for i in order]
+    segs = [fim_transform(docs[i], rng, fim_rate=fim_rate, line_rate=line_rate) for i in order]
     rows = pack_rows(encode_docs(tok, segs), [seg[0] == FIM_PREFIX for seg in segs], seq_len,
                      pad=tok.token_to_id(EOT))
     return torch.tensor(rows, dtype=torch.long).view(len(rows), seq_len)
@@ -136,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-lr", type=float, default=2e-4)
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--fim-rate", type=float, default=0.5)
+    ap.add_argument("--fim-line-rate", type=float, default=0.0,
+                    help="share of the infill examples cut at line-aligned points (training.data)")
     ap.add_argument("--chunk-chars", type=int, default=0,
                     help="max chars per document (0: 0.75 x seq_len x 3.8, about 3/4 of a row)")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast")
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     tok = Tokenizer.from_file(str(tok_path))
     train_docs = documents(train_files, chunk)
     held_docs = documents(held_files, chunk)
-    held_rows = epoch_tensor(tok, held_docs, args.seq_len, seed=0, fim_rate=args.fim_rate)
+    held_rows = epoch_tensor(tok, held_docs, args.seq_len, seed=0, fim_rate=HELDOUT_FIM_RATE)
     print(f"train docs {len(train_docs)}, held-out rows {len(held_rows)}", flush=True)
 
     if args.init_from:
@@ -197,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     eval_log.write("step\ttokens\theldout_loss\n")
 
     epoch, pos, tokens = 0, args.start_row, 0
-    rows = epoch_tensor(tok, train_docs, args.seq_len, seed=args.seed + epoch, fim_rate=args.fim_rate)
+    rows = epoch_tensor(tok, train_docs, args.seq_len, seed=args.seed + epoch, fim_rate=args.fim_rate,
+                        line_rate=args.fim_line_rate)
     print(f"epoch 0: {rows.numel()} tokens", flush=True)
     model.train()
     t0 = time.time()
@@ -206,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         if pos + args.batch > len(rows):
             epoch += 1
             pos = 0
-            rows = epoch_tensor(tok, train_docs, args.seq_len, seed=args.seed + epoch, fim_rate=args.fim_rate)
+            rows = epoch_tensor(tok, train_docs, args.seq_len, seed=args.seed + epoch, fim_rate=args.fim_rate,
+                        line_rate=args.fim_line_rate)
             print(f"epoch {epoch}: {rows.numel()} tokens", flush=True)
         x = rows[pos : pos + args.batch]
         pos += args.batch
