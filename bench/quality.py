@@ -222,15 +222,11 @@ def run(model: str | None, tasks: list[Task], modes=MODES, progress: bool = Fals
 
 
 def format_table(table: dict) -> str:
-    rows = ["| mode | single-line EM | single-line ES | multi-line EM | multi-line ES |",
-            "|---|---|---|---|---|"]
-    for mode, kinds in table.items():
-        s, m = kinds["single"], kinds["multi"]
-        rows.append(f"| {mode} | {100 * s['exact_match']:.1f} | {100 * s['edit_similarity']:.1f} | "
-                    f"{100 * m['exact_match']:.1f} | {100 * m['edit_similarity']:.1f} |")
+    from training.model_card import quality_table
+
     n_s, n_m = next(iter(table.values()))["single"]["n"], next(iter(table.values()))["multi"]["n"]
-    rows.append(f"\n{n_s} single-line and {n_m} multi-line tasks; EM = exact match %, ES = mean edit similarity %.")
-    return "\n".join(rows)
+    return (quality_table(table)
+            + f"\n\n{n_s} single-line and {n_m} multi-line tasks; EM = exact match %, ES = mean edit similarity %.")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,11 +55,28 @@ def phase_line(i: int, run: Path) -> str:
            + (f" --init-from {a['init_from']} --start-row {a['start_row']}" if a.get("init_from", "None") != "None"
               else f" --n-embd {a['n_embd']} --n-layer {a['n_layer']} --n-head {a['n_head']}")
            + f" --batch {a['batch']} --lr {a['lr']} --min-lr {a['min_lr']} --warmup {a['warmup']}"
-           + f" --steps 100000 --time-budget {float(a['time_budget']):.0f}")
+           + f" --steps 100000 --time-budget {float(a['time_budget']):.0f}"
+           + (f" --fim-rate {a['fim_rate']} --fim-line-rate {a['fim_line_rate']} --seed {a['seed']}"
+              if float(a.get("fim_line_rate", 0)) else ""))
     return (f"- phase {i}: {state['step']} steps of {a['batch']} x 512 tokens = {state['tokens'] / 1e6:.2f} M tokens, "
             f"peak LR {a['lr']} ({a['warmup']} warmup steps) cosine to {a['min_lr']}, "
             f"{state['seconds'] / 60:.0f} min; held-out loss after it {state['heldout_loss_fp32_all_rows']:.3f}\n"
             f"  `{cmd}`")
+
+
+def mix_note(runs: list[Path]) -> str:
+    """The FIM mix of phases that changed it (--fim-rate, --fim-line-rate; see training.data)."""
+    notes = []
+    for i, run in enumerate(runs):
+        a = json.loads((run / "args.json").read_text())
+        line_rate, fim_rate = float(a.get("fim_line_rate", 0)), float(a["fim_rate"])
+        if line_rate or fim_rate != 0.5:
+            notes.append(f"Phase {i + 1} trains on a different mix: {fim_rate:.0%} of the pieces are infill examples, "
+                         f"{line_rate:.0%} of those cut line-aligned (the middle is a whole line, the rest of a "
+                         "line, or 2..8 lines, ending before a line break: what an editor asks for) and the "
+                         "rest at random characters. The held-out loss is always measured in the StarCoder mix "
+                         "above.")
+    return "\n".join(notes) + ("\n" if notes else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +129,7 @@ AdamW (betas 0.9/0.95, weight decay 0.1 on matrices, gradient clipping 1.0), bf1
 2 threads. `--time-budget`: the cosine follows elapsed wall time as well as steps, so a run anneals
 fully however fast the machine is. (`--init-from` and `--start-row` continue a run in a second phase.)
 {phases}
-
+{mix_note(runs)}
 Total: {state['step']} steps, {state['tokens'] / 1e6:.2f} M tokens ({state['tokens'] / epoch_tokens:.2f} of
 one pass over the {epoch_tokens / 1e6:.1f} M training tokens), {state['seconds'] / 60:.0f} minutes.
 To repeat a run's learning-rate schedule step for step, add `--replay-lr <that run's loss.tsv>`. The loss
