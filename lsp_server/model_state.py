@@ -79,17 +79,25 @@ async def load(server, config: Config, force: bool = False) -> None:
             server.client_log.log("error", message)
         _end_progress(server, progress, token, "failed")
         return
+    builder = await asyncio.to_thread(_ready_builder, lm)
     if generation != state.generation:
         _end_progress(server, progress, token, "superseded")
         return
     state.lm = lm
-    state.builder = PromptBuilder(lm)
+    state.builder = builder
     state.worker_generation = server.worker.model_generation
     state.status = "ready"
     server.client_log.log("info", f"model ready: {where}, family {lm.family}, prompt layout "
                                   f"{state.builder.layout}, context {lm.max_context} tokens, "
                                   f"device {lm.device}, dtype {lm.dtype}")
     _end_progress(server, progress, token, "ready")
+
+
+def _ready_builder(lm) -> PromptBuilder:
+    """A prompt builder with its token tables made (tens of ms for a large vocabulary: not on the loop)."""
+    builder = PromptBuilder(lm)
+    builder.prepare_healing()
+    return builder
 
 
 async def _begin_progress(server, token: str, message: str) -> bool:

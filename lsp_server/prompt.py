@@ -222,10 +222,15 @@ class PromptBuilder:
             return prefix_ids, "", ()
         return prefix_ids[:-1], text, first
 
-    def _tokens_starting_with(self, text: str) -> tuple[int, ...]:
+    def prepare_healing(self) -> None:
+        """Decode every token once (for `heal_whitespace`; some 50 ms for a 49k vocabulary): the server
+        calls it off the event loop when a model is loaded, otherwise the first heal does."""
         if self._token_texts is None:
             size = self._tokenizer.get_vocab_size() if self._tokenizer is not None else len(self.lm.tokenizer.get_vocab())
             self._token_texts = [self.decode([i]) for i in range(size)]
+
+    def _tokens_starting_with(self, text: str) -> tuple[int, ...]:
+        self.prepare_healing()
         if text not in self._heals:
             self._heals[text] = tuple(i for i, t in enumerate(self._token_texts) if t.startswith(text))
         return self._heals[text]
