@@ -30,12 +30,14 @@ def kv_buffer_shape(flash: bool, kv_heads: int, capacity: int, head_dim: int) ->
     return (1, capacity, kv_heads, head_dim) if flash else (kv_heads, capacity, head_dim)
 
 
+FOLD_MAX_TOKENS = 8  # new tokens after a cached prefix up to which query heads are folded (see attend)
+
+
 @functools.lru_cache(maxsize=4)  # built once per forward, shared by every layer
-def causal_mask(start: int, t: int, groups: int, device: torch.device) -> torch.Tensor:
-    """(groups*T, start+T) bool: row r (query position start + r % T) sees keys up to its position."""
+def causal_mask(start: int, t: int, device: torch.device) -> torch.Tensor:
+    """(T, start+T) bool: query row r (position start + r) sees keys up to its position."""
     pos = torch.arange(start, start + t, device=device)
-    mask = torch.arange(start + t, device=device)[None, :] <= pos[:, None]
-    return mask.repeat(groups, 1) if groups > 1 else mask
+    return torch.arange(start + t, device=device)[None, :] <= pos[:, None]
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -61,9 +63,20 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Ten
         out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], keys[None], values[None], is_causal=True,
                                              scale=scale, enable_gqa=g > 1)  # (1, H, T, D)
         return out[0].transpose(0, 1).reshape(t, h * d)
-    # Fold the query heads that share a kv head into rows: (Hk, g*T, D); row order (g, T).
+    mask = None if t == 1 else causal_mask(start, t, q.device)  # one new token sees every cached position
+    if t > FOLD_MAX_TOKENS:
+        # Many new tokens after a cached prefix: query head h reads kv head h // g (enable_gqa) under
+        # a (T, S) mask. SDPA copies the kv heads for this, which only pays for itself when T is large;
+        # a folded (g*T, S) mask costs SDPA a conversion as large as the folded rows instead (T 512,
+        # S 1900, 12 query heads on one kv head: 42 ms folded+masked vs 69 ms).
+        out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], keys[None], values[None], attn_mask=mask,
+                                             scale=scale, enable_gqa=g > 1)
+        return out[0].transpose(0, 1).reshape(t, h * d)
+    # A few new tokens: fold the query heads that share a kv head into rows, (Hk, g*T, D), row order
+    # (g, T), so each kv head is read once without copies (T 2: 0.23 ms vs 0.78 with enable_gqa).
+    # 4-D inputs take SDPA's fused CPU kernel (3-D ones fall back to the slow math path).
     qf = q.view(t, hk, g, d).permute(1, 2, 0, 3).reshape(hk, g * t, d)
-    mask = None if t == 1 else causal_mask(start, t, g, q.device)  # one new token sees every cached position
-    # 4-D inputs take SDPA's fused CPU kernel (3-D ones fall back to the slow math path)
+    if mask is not None and g > 1:
+        mask = mask.repeat(g, 1)
     out = F.scaled_dot_product_attention(qf[None], keys[None], values[None], attn_mask=mask, scale=scale)
     return out.view(hk, g, t, d).permute(2, 0, 1, 3).reshape(t, h * d)

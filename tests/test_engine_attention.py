@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from inference import attention
-from inference.attention import attend, kv_buffer_shape
+from inference.attention import FOLD_MAX_TOKENS, attend, kv_buffer_shape
 
 
 def reference(q, keys, values, start, scale):
@@ -37,7 +37,7 @@ def run(q, k_all, v_all, start, flash, device="cpu", dtype=torch.float32):
 
 
 @pytest.mark.parametrize("heads,kv_heads", [(4, 4), (4, 1), (6, 2)])
-@pytest.mark.parametrize("start,t", [(0, 7), (5, 1), (9, 4)])
+@pytest.mark.parametrize("start,t", [(0, 7), (5, 1), (9, 4), (9, FOLD_MAX_TOKENS), (9, FOLD_MAX_TOKENS + 3)])
 def test_sdpa_path_matches_reference(heads, kv_heads, start, t):
     torch.manual_seed(0)
     d = 16
