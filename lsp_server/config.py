@@ -15,6 +15,7 @@ from typing import Any
 LOG_LEVELS = ("error", "warning", "info", "debug", "trace")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+PREFILL_DTYPES = ("auto", "model")
 SETTINGS_SECTIONS = ("infill", "infillLs", "infill-ls")
 
 
@@ -23,6 +24,7 @@ class Config:
     model: str | None = None  # folder or hub id; None: the shipped default model
     device: str = "auto"  # auto: cuda when available, else cpu
     dtype: str = "auto"
+    prefill_dtype: str = "auto"  # auto: bf16 autocast for long prefills of an fp32 model on a CPU with bf16 support
     max_new_tokens_single_line: int = 32
     max_new_tokens_multi_line: int = 96
     temperature: float = 0.0  # 0: greedy
@@ -40,7 +42,7 @@ class Config:
 
     def model_key(self) -> tuple:
         """What a loaded model depends on: a change here reloads it."""
-        return (self.model, self.device, self.dtype, self.kv_budget_mb)
+        return (self.model, self.device, self.dtype, self.prefill_dtype, self.kv_budget_mb)
 
     def max_new_tokens(self, multi_line: bool) -> int:
         """The token limit of a suggestion (see CursorContext.multi_line)."""
@@ -107,6 +109,7 @@ VALIDATORS = {
     "model": _optional_str,
     "device": _choice(*DEVICES),
     "dtype": _choice(*DTYPES),
+    "prefill_dtype": _choice(*PREFILL_DTYPES),
     "max_new_tokens_single_line": _int_in(1, 1024),
     "max_new_tokens_multi_line": _int_in(1, 1024),
     "temperature": _float_in(0.0, 2.0),

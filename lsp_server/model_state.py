@@ -58,7 +58,7 @@ async def load(server, config: Config, force: bool = False) -> None:
     state.source_label = config.model or "(default)"
     server.forget_all_suggestions()
     where = describe_source(config.model)
-    spec = ModelSpec(config.model, config.device, config.dtype, config.kv_budget_mb * 2**20)
+    spec = ModelSpec(config.model, config.device, config.dtype, config.kv_budget_mb * 2**20, config.prefill_dtype)
     token = f"infill-ls/load/{generation}"
     progress = await _begin_progress(server, token, f"loading {where}")
     server.client_log.log("info", f"loading model {where} (device {config.device}, dtype {config.dtype})")

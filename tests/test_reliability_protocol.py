@@ -253,7 +253,7 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
     max_leaves=6)
 # every option but logFile (a random path would be created in the working tree; NUL paths are below)
-OPTION_NAMES = ["model", "device", "dtype", "maxNewTokensSingleLine", "maxNewTokensMultiLine", "temperature",
+OPTION_NAMES = ["model", "device", "dtype", "prefillDtype", "maxNewTokensSingleLine", "maxNewTokensMultiLine", "temperature",
                 "topP", "numCandidates", "debounceMs", "rateLimit", "contextTokens", "suffixFraction", "kvBudgetMb",
                 "requestTimeoutMs", "languages", "logLevel"]
 option_dicts = st.dictionaries(st.sampled_from(OPTION_NAMES) | st.text(max_size=10).filter(
@@ -269,7 +269,7 @@ def test_random_option_values_in_configuration_never_break_the_server(server, ch
     assert s["config"]["requestTimeoutMs"] >= 50 and s["config"]["maxNewTokensSingleLine"] >= 1
     # back to the working options (a random model/device makes the model reload or fail)
     server.notify("workspace/didChangeConfiguration", {"settings": {
-        "model": checkpoint, "device": "auto", "dtype": "auto", "kvBudgetMb": 256, "languages": ["*"],
+        "model": checkpoint, "device": "auto", "dtype": "auto", "prefillDtype": "auto", "kvBudgetMb": 256, "languages": ["*"],
         "logLevel": "warning", "maxNewTokensSingleLine": 4, "maxNewTokensMultiLine": 8, "requestTimeoutMs": 5000,
         "debounceMs": 0, "rateLimit": 20, "contextTokens": 0, "numCandidates": 3, "temperature": 0}})
 

@@ -1,0 +1,83 @@
+"""An fp32 model's long prefill under bf16 autocast (the worker's prefillDtype "auto" on a CPU with bf16
+instructions): the cached keys/values and the decode stay fp32, and the result is the fp32 one up to bf16
+rounding; short prefills (a keystroke) and prefillDtype "model" never use it."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from inference import engine as engine_module
+from inference.engine import Engine, GenerationParams
+from inference.loader import load_model
+from inference.worker import prefill_autocast_dtype
+from tests import checkpoints as ck
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    return load_model(ck.make_gpt_bigcode(tmp_path_factory.mktemp("autocast") / "m", seed=9), dtype="float32")
+
+
+def first_logits(eng: Engine, ids: list[int]) -> torch.Tensor:
+    kv = eng.caches.get(None)
+    kv.reserve(len(ids))
+    with torch.inference_mode():
+        return eng._prefill(kv, ids, None, None)[0]
+
+
+def _autocast_calls(monkeypatch, lm):
+    """Record, for every forward, how many tokens it ran and whether autocast was on."""
+    seen = []
+    forward = lm.model.forward
+
+    def recording(ids, kv):
+        seen.append((len(ids), torch.is_autocast_enabled("cpu")))
+        return forward(ids, kv)
+
+    monkeypatch.setattr(lm.model, "forward", recording)
+    return seen
+
+
+def test_long_prefill_runs_under_autocast_and_the_cache_and_decode_stay_fp32(lm, monkeypatch):
+    ids = lm.encode(ck.CODE_TEXT[:600])
+    assert len(ids) >= engine_module.LONG_PREFILL
+    ref_logits = first_logits(Engine(lm), ids)
+    eng = Engine(lm)
+    eng.prefill_autocast = torch.bfloat16
+    seen = _autocast_calls(monkeypatch, lm)
+    res = eng.generate(ids, GenerationParams(max_new_tokens=6), session="doc")
+    assert seen[0] == (len(ids), True) and all(not on for n, on in seen[1:]) and len(seen) == 6
+    kv = eng.caches.sessions["doc"]
+    assert all(k.dtype == torch.float32 for k in kv.keys + kv.values)
+    monkeypatch.undo()
+    # the first token's logits: fp32 logits up to bf16 rounding of the prefill
+    logits = first_logits(eng, ids)
+    assert logits.dtype == torch.float32
+    assert not torch.equal(logits, ref_logits)  # it really ran in bf16
+    assert torch.allclose(logits, ref_logits, atol=0.15 * ref_logits.abs().max().item())
+    assert res.token_ids[0] == int(ref_logits.argmax())
+
+
+def test_a_keystroke_prefill_is_not_autocast(lm, monkeypatch):
+    ids = lm.encode(ck.CODE_TEXT[:600])
+    eng = Engine(lm)
+    eng.prefill_autocast = torch.bfloat16
+    eng.generate(ids, GenerationParams(max_new_tokens=1), session="doc")
+    seen = _autocast_calls(monkeypatch, lm)
+    eng.generate(ids + lm.encode(" x"), GenerationParams(max_new_tokens=1), session="doc")
+    assert seen and seen[0][0] < engine_module.LONG_PREFILL and not any(on for _, on in seen)
+
+
+def test_worker_choice_of_prefill_dtype(monkeypatch):
+    cpu32 = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert prefill_autocast_dtype(cpu32, "auto") is torch.bfloat16
+    assert prefill_autocast_dtype(cpu32, "model") is None
+    assert prefill_autocast_dtype(SimpleNamespace(device=torch.device("cpu"), dtype=torch.bfloat16), "auto") is None
+    assert prefill_autocast_dtype(SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32), "auto") is None
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert prefill_autocast_dtype(cpu32, "auto") is None  # a CPU without bf16 instructions: fp32
