@@ -75,8 +75,11 @@ class Engine:
         model = self.lm.model
         hidden = model.forward(torch.tensor(ids, dtype=torch.long, device=self.lm.device), kv)
         kv.advance(ids)
-        with torch.autocast(self.lm.device.type, enabled=False):  # one row: no need to cast the head
-            return model.logits(hidden[-1:].to(self.lm.dtype))[0]
+        last = hidden[-1:]
+        if torch.is_autocast_enabled(self.lm.device.type):  # a long prefill's last row: no need to cast the head
+            with torch.autocast(self.lm.device.type, enabled=False):
+                return model.logits(last.to(self.lm.dtype))[0]
+        return model.logits(last)[0]
 
     def _prefill(self, kv: SessionKV, ids: list[int], cancel: threading.Event | None,
                  deadline: float | None) -> tuple[torch.Tensor | None, str | None]:
