@@ -145,3 +145,27 @@ def test_shape_chains_the_filters(snippet, raw, expected):
 def test_control_characters_end_the_suggestion(snippet, raw, expected):
     from lsp_server.postprocess.control_characters import cut_at_control_characters
     assert run(cut_at_control_characters, snippet, raw).text == expected
+
+
+@pytest.mark.parametrize("snippet, raw, expected", [
+    # a phrase looping: kept up to the end of its first copy
+    ("def add(a, b):\n█", '    """Return a list of a list of a list of a list of a list of', '    """Return a list of'),
+    ("def test_█", "configure_configure_configure_configure_configure_", "configure_"),
+    # a two-line loop
+    ("def f(self):\n█", "    self.x = x\n    self.y = y\n" * 4, "    self.x = x\n    self.y = y\n"),
+    # not loops: three copies, short pieces, punctuation only
+    ("x = █", "f(a) + f(a) + f(a) + 1", "f(a) + f(a) + f(a) + 1"),
+    ("x = █", "[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]", "[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]"),
+    ("# █", "----------------------------------------", "----------------------------------------"),
+])
+def test_loops_are_cut_after_their_first_copy(snippet, raw, expected):
+    from lsp_server.postprocess.loops import cut_loops
+
+    assert run(cut_loops, snippet, raw).text == expected
+
+
+def test_generation_stops_once_the_text_loops():
+    ctx = parse_cursor_marked("def f():\n    █\n")
+    assert not generation_can_stop(ctx, "return a list of a list of a list of")
+    assert generation_can_stop(ctx, "return a list of a list of a list of a list of")
+    assert not generation_can_stop(parse_cursor_marked("x = █"), "[0, 0, 0, 0, 0, 0, 0, 0, 0, 0")

@@ -7,6 +7,7 @@ from lsp_server.context import CursorContext
 from lsp_server.postprocess.control_characters import cut_at_control_characters
 from lsp_server.postprocess.block_scope import block_has_ended, stop_at_block_end
 from lsp_server.postprocess.indentation_style import match_indentation_style
+from lsp_server.postprocess.loops import cut_loops, ends_in_loop
 from lsp_server.postprocess.repetition import drop_repeated_lines
 from lsp_server.postprocess.rest_of_line import fit_rest_of_line
 from lsp_server.postprocess.single_line import keep_single_line
@@ -16,6 +17,7 @@ from lsp_server.postprocess.trailing_whitespace import trim_trailing_whitespace
 
 FILTERS = (
     cut_at_control_characters,
+    cut_loops,
     keep_single_line,
     stop_at_block_end,
     drop_repeated_lines,
@@ -41,8 +43,8 @@ def shape(ctx: CursorContext, text: str) -> Suggestion:
 def generation_can_stop(ctx: CursorContext, text: str) -> bool:
     """Early stop while decoding: the shaped suggestion can no longer grow."""
     if not ctx.multi_line:
-        return "\n" in text
-    return block_has_ended(ctx, text)
+        return "\n" in text or ends_in_loop(text)
+    return block_has_ended(ctx, text) or ends_in_loop(text)
 
 
 __all__ = ["FILTERS", "Suggestion", "shape", "generation_can_stop"]
