@@ -133,6 +133,17 @@ def score(prediction: str, task: Task) -> tuple[bool, float]:
     return p == t, 1.0 - levenshtein(p, t) / max(len(p), len(t))
 
 
+def paired_lead(ours: list[float], theirs: list[float], seed: int = 0, rounds: int = 2000) -> dict:
+    """Mean per-task edit-similarity lead of `ours` over `theirs` with a 95% bootstrap interval."""
+    diffs = [a - b for a, b in zip(ours, theirs)]
+    if not diffs:
+        return {"mean": float("nan"), "low": float("nan"), "high": float("nan")}
+    rng = random.Random(seed)
+    n = len(diffs)
+    boots = sorted(sum(rng.choice(diffs) for _ in range(n)) / n for _ in range(rounds))
+    return {"mean": sum(diffs) / n, "low": boots[int(0.025 * rounds)], "high": boots[int(0.975 * rounds) - 1]}
+
+
 # -- the server's prompt building and shaping (one adapter) -------------------------------------
 
 class ServerPipeline:
@@ -213,6 +224,9 @@ def run(model: str | None, tasks: list[Task], modes=MODES, progress: bool = Fals
         table[mode] = {}
         for kind, scores in kinds.items():
             n = len(scores)
+            if mode != "fim-spm" and "fim-spm" in results:  # paired with the server's layout, task by task
+                table[mode].setdefault("spm_lead", {})[kind] = paired_lead(
+                    [s for _, s in results["fim-spm"][kind]], [s for _, s in scores])
             table[mode][kind] = {
                 "n": n,
                 "exact_match": sum(e for e, _ in scores) / n if n else float("nan"),
@@ -224,9 +238,12 @@ def run(model: str | None, tasks: list[Task], modes=MODES, progress: bool = Fals
 def format_table(table: dict) -> str:
     from training.model_card import quality_table
 
+    from training.model_card import lead_lines
+
     n_s, n_m = next(iter(table.values()))["single"]["n"], next(iter(table.values()))["multi"]["n"]
     return (quality_table(table)
-            + f"\n\n{n_s} single-line and {n_m} multi-line tasks; EM = exact match %, ES = mean edit similarity %.")
+            + f"\n\n{n_s} single-line and {n_m} multi-line tasks; EM = exact match %, ES = mean edit similarity %.\n"
+            + lead_lines(table))
 
 
 def main(argv: list[str] | None = None) -> int:
