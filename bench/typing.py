@@ -354,6 +354,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0,
                     help="CPU threads for server and baseline alike (sets INFILL_LS_THREADS; default: the "
                          "server's choice)")
+    ap.add_argument("--prefill-dtype", choices=["auto", "model"], default="auto",
+                    help="the server's prefillDtype (auto: bf16 autocast for long fp32 prefills where the CPU has bf16)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="smoke run: default model only, fp32, few keys")
     ap.add_argument("--csv", help="write every keystroke's row here")
@@ -383,6 +385,7 @@ def main(argv=None) -> int:
         for dtype in dtypes:
             max_new = args.max_new_tokens or (RANDOM_MAX_NEW if "random" in label else 0)
             options = {"model": source, "device": "cpu", "dtype": dtype, "logLevel": "info",
+                       "prefillDtype": args.prefill_dtype,
                        "contextTokens": args.context_tokens}
             if max_new:
                 options.update(maxNewTokensSingleLine=max_new, maxNewTokensMultiLine=max_new)
