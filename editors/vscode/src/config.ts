@@ -12,6 +12,7 @@ export const SERVER_OPTION_KEYS = [
   "model",
   "device",
   "dtype",
+  "prefillDtype",
   "maxNewTokensSingleLine",
   "maxNewTokensMultiLine",
   "temperature",
