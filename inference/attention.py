@@ -59,19 +59,17 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Ten
     v_cache[:, start:end] = v.transpose(0, 1)
     keys, values = k_cache[:, :end], v_cache[:, :end]  # (Hk, S, D) views
     g = h // hk
-    if start == 0 and t > 1:  # a fresh prefill: plain causal attention, SDPA skips the masked half
-        out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], keys[None], values[None], is_causal=True,
-                                             scale=scale, enable_gqa=g > 1)  # (1, H, T, D)
-        return out[0].transpose(0, 1).reshape(t, h * d)
-    mask = None if t == 1 else causal_mask(start, t, q.device)  # one new token sees every cached position
-    if t > FOLD_MAX_TOKENS:
-        # Many new tokens after a cached prefix: query head h reads kv head h // g (enable_gqa) under
+    fresh = start == 0 and t > 1  # a fresh prefill: plain causal attention, SDPA skips the masked half
+    if fresh or t > FOLD_MAX_TOKENS:
+        # Many new tokens: query head h reads kv head h // g (enable_gqa); after a cached prefix under
         # a (T, S) mask. SDPA copies the kv heads for this, which only pays for itself when T is large;
         # a folded (g*T, S) mask costs SDPA a conversion as large as the folded rows instead (T 512,
         # S 1900, 12 query heads on one kv head: 42 ms folded+masked vs 69 ms).
-        out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], keys[None], values[None], attn_mask=mask,
-                                             scale=scale, enable_gqa=g > 1)
+        out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], keys[None], values[None], is_causal=fresh,
+                                             attn_mask=None if fresh else causal_mask(start, t, q.device),
+                                             scale=scale, enable_gqa=g > 1)  # (1, H, T, D)
         return out[0].transpose(0, 1).reshape(t, h * d)
+    mask = None if t == 1 else causal_mask(start, t, q.device)  # one new token sees every cached position
     # A few new tokens: fold the query heads that share a kv head into rows, (Hk, g*T, D), row order
     # (g, T), so each kv head is read once without copies (T 2: 0.23 ms vs 0.78 with enable_gqa).
     # 4-D inputs take SDPA's fused CPU kernel (3-D ones fall back to the slow math path).

@@ -85,7 +85,7 @@ class Engine:
                  deadline: float | None) -> tuple[torch.Tensor | None, str | None]:
         """A long prefill (>= LONG_PREFILL tokens) is a compute-bound matrix product: it runs on
         `prefill_threads` and, when `prefill_autocast` is set, under autocast (an fp32 model's
-        prefill in bf16 on a CPU with bf16 instructions: 1.7x faster at 1 900 tokens here; the
+        prefill in bf16 on a CPU with bf16 instructions: 1.4-1.7x faster at 1 900 tokens here; the
         cached keys and values stay fp32 and decoding stays fp32)."""
         if len(ids) < LONG_PREFILL:
             return self._prefill_chunks(kv, ids, cancel, deadline)
