@@ -14,7 +14,7 @@ Files come from the held-out split of ``training.data`` (a fixed hash of the pat
 saw them in training; tasks are drawn with a fixed seed. Every model run goes through the server's
 own prompt building (``lsp_server.prompt.PromptBuilder`` with the server's token budget) and shaping
 (``lsp_server.postprocess.shape``, with its early block-end stop), greedy decoding, the server's
-default token limits. Modes:
+default token limits and prefill dtype. Modes:
 
 * ``fim-psm``: ``<fim_prefix>prefix<fim_suffix>suffix<fim_middle>``
 * ``fim-spm``: ``<fim_prefix><fim_suffix>suffix<fim_middle>prefix`` (what the server uses)
@@ -149,14 +149,16 @@ def paired_lead(ours: list[float], theirs: list[float], seed: int = 0, rounds: i
 class ServerPipeline:
     """Builds prompts and shapes suggestions exactly as ``lsp_server.completion`` does."""
 
-    def __init__(self, lm) -> None:
+    def __init__(self, lm, suffix_fraction: float | None = None) -> None:
         from inference.engine import Engine
+        from inference.worker import prefill_autocast_dtype
         from lsp_server.config import Config
         from lsp_server.prompt import Budget, PromptBuilder
 
         self.lm = lm
-        self.cfg = Config()
+        self.cfg = Config() if suffix_fraction is None else Config(suffix_fraction=suffix_fraction)
         self.engine = Engine(lm)
+        self.engine.prefill_autocast = prefill_autocast_dtype(lm, self.cfg.prefill_dtype)  # as the server
         self.builders = {}
         for layout in ("psm", "spm", "prefix"):
             b = PromptBuilder(lm)
@@ -204,11 +206,12 @@ def repeat_previous_line(task: Task) -> str:
 
 # -- run ---------------------------------------------------------------------------------------
 
-def run(model: str | None, tasks: list[Task], modes=MODES, progress: bool = False) -> dict:
+def run(model: str | None, tasks: list[Task], modes=MODES, progress: bool = False,
+        suffix_fraction: float | None = None) -> dict:
     from inference.loader import load_model
 
     lm = load_model(model, dtype="float32")
-    pipe = ServerPipeline(lm)
+    pipe = ServerPipeline(lm, suffix_fraction)
     layouts = {"fim-psm": "psm", "fim-spm": "spm", "l2r": "prefix"}
     results: dict[str, dict[str, list[tuple[bool, float]]]] = {m: {"single": [], "multi": []} for m in modes}
     t0 = time.time()
@@ -253,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--suffix-fraction", type=float, default=None,
+                    help="share of the FIM prompt budget given to the suffix (default: the server's)")
     ap.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
     args = ap.parse_args(argv)
     if args.threads:
@@ -266,9 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
     t0 = time.time()
-    table = run(args.model, tasks, modes, progress=True)
+    table = run(args.model, tasks, modes, progress=True, suffix_fraction=args.suffix_fraction)
     print(format_table(table))
     print(f"model: {args.model or 'default (inference/default_model)'}; seed {args.seed}; "
+          f"suffix fraction {args.suffix_fraction if args.suffix_fraction is not None else 'server default'}; "
           f"{time.time() - t0:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(table, indent=1))

@@ -129,12 +129,14 @@ class SoakResult:
 
 def run_soak(model: str, duration_s: float = 120.0, docs: int = 20, kv_budget_mb: int = 8,
              keys_per_second: float = 20.0, threads: int = 1, request_timeout_ms: int = 2000,
-             log=print) -> SoakResult:
+             log=print, options: dict | None = None, env: dict | None = None) -> SoakResult:
+    """`options`: more initializationOptions (e.g. prefillDtype); `env`: more server environment."""
     result = SoakResult(duration_s, docs, kv_budget_mb)
-    client = RawClient(None, env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+    client = RawClient(None, env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **(env or {})})
     try:
         client.initialize({"model": model, "kvBudgetMb": kv_budget_mb, "requestTimeoutMs": request_timeout_ms,
-                           "maxNewTokensSingleLine": 16, "maxNewTokensMultiLine": 32, "logLevel": "warning"})
+                           "maxNewTokensSingleLine": 16, "maxNewTokensMultiLine": 32, "logLevel": "warning",
+                           **(options or {})})
         state = client.wait_model(60)["model"]
         if state["status"] != "ready":
             raise SystemExit(f"model did not load: {state}")

@@ -20,6 +20,7 @@ from .sampling import pick_token
 
 PREFILL_CHUNK = 512  # prompt tokens per forward during prefill (cancel and time limit are checked between)
 LONG_PREFILL = 64  # a prefill this long runs on `Engine.prefill_threads` (when set)
+AUTOCAST_ROWS = 64  # under autocast a forward runs a multiple of this many tokens (see _prefill_chunks)
 
 
 @dataclass(frozen=True)
@@ -108,14 +109,29 @@ class Engine:
         session's cache, so the next request for the document goes on from there. Returns the last
         position's logits, or (None, "cancelled" | "time")."""
         model = self.lm.model
-        while len(ids) > PREFILL_CHUNK:
-            chunk, ids = ids[:PREFILL_CHUNK], ids[PREFILL_CHUNK:]
+        device = self.lm.device.type
+        autocast = torch.is_autocast_enabled(device)
+        while True:
+            # Under autocast every forward runs a multiple of AUTOCAST_ROWS tokens and the last few
+            # tokens run in the model's dtype: oneDNN compiles its bf16 kernels per matrix shape and
+            # keeps them, so one shape per prompt length made resident memory grow without end
+            # (~50 MB over a 20 s soak).
+            if len(ids) > PREFILL_CHUNK:
+                size = PREFILL_CHUNK
+            elif autocast and len(ids) > AUTOCAST_ROWS and len(ids) % AUTOCAST_ROWS:
+                size = len(ids) - len(ids) % AUTOCAST_ROWS
+            else:
+                break
+            chunk, ids = ids[:size], ids[size:]
             model.forward(torch.tensor(chunk, dtype=torch.long, device=self.lm.device), kv)
             kv.advance(chunk)
             if cancel is not None and cancel.is_set():
                 return None, "cancelled"
             if deadline is not None and time.perf_counter() >= deadline:
                 return None, "time"
+        if autocast and len(ids) % AUTOCAST_ROWS:
+            with torch.autocast(device, enabled=False):
+                return self._forward(kv, ids), None
         return self._forward(kv, ids), None
 
     @torch.inference_mode()

@@ -25,7 +25,7 @@ class ModelSpec:
     device: str = "cpu"
     dtype: str = "auto"
     kv_budget_bytes: int = 256 * 2**20
-    prefill_dtype: str = "model"  # or "auto" (see prefill_autocast_dtype)
+    prefill_dtype: str = "auto"  # or "model" (see prefill_autocast_dtype)
 
 
 @dataclass

@@ -24,7 +24,7 @@ class Config:
     model: str | None = None  # folder or hub id; None: the shipped default model
     device: str = "auto"  # auto: cuda when available, else cpu
     dtype: str = "auto"
-    prefill_dtype: str = "model"  # auto: bf16 autocast for long prefills of an fp32 model on a CPU with bf16 (opt-in)
+    prefill_dtype: str = "auto"  # auto: bf16 autocast for long prefills of an fp32 model on a CPU with bf16
     max_new_tokens_single_line: int = 32
     max_new_tokens_multi_line: int = 96
     temperature: float = 0.0  # 0: greedy

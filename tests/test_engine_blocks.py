@@ -25,14 +25,10 @@ def test_rowwise_linear_equals_linear():
 
 
 def test_compile_failure_falls_back_to_eager(monkeypatch):
-    class Broken:
-        def __init__(self, fn, **kw):
-            pass
+    def broken(gm, example_inputs):
+        raise RuntimeError("no compiler")
 
-        def __call__(self, *a):
-            raise RuntimeError("no compiler")
-
-    monkeypatch.setattr(torch, "compile", Broken)
+    monkeypatch.setattr(torch._inductor, "compile", broken)
     monkeypatch.delenv("INFILL_LS_NO_COMPILE", raising=False)
     ops = blocks.compiled_decode_ops(F.gelu)
     x, w = torch.randn(1, 8, dtype=torch.bfloat16), torch.randn(4, 8, dtype=torch.bfloat16)
@@ -80,7 +76,7 @@ def test_compiled_fp32_decode_matches_eager(tmp_path, monkeypatch):
     a = Engine(compiled).generate(ids, params)
     b = Engine(eager).generate(ids, params)
     assert a.token_ids == b.token_ids
-    assert compiled.model.decode_ops.head.compiled is not None  # it ran compiled, no fallback to eager
+    assert compiled.model.decode_ops.head.compiled  # it ran compiled (one graph), no fallback to eager
     la, lb = _step_logits(compiled, ids, a.token_ids), _step_logits(eager, ids, a.token_ids)
     assert la.shape[0] == len(a.token_ids) + 1
     assert torch.allclose(la, lb, atol=1e-4, rtol=1e-4), (la - lb).abs().max()

@@ -49,7 +49,10 @@ def test_long_prefill_runs_under_autocast_and_the_cache_and_decode_stay_fp32(lm,
     eng.prefill_autocast = torch.bfloat16
     seen = _autocast_calls(monkeypatch, lm)
     res = eng.generate(ids, GenerationParams(max_new_tokens=6), session="doc")
-    assert seen[0] == (len(ids), True) and all(not on for n, on in seen[1:]) and len(seen) == 6
+    n, rows = len(ids), engine_module.AUTOCAST_ROWS
+    prefill = [(n - n % rows, True)] + ([(n % rows, False)] if n % rows else [])
+    assert seen[:len(prefill)] == prefill and all(not on for _, on in seen[len(prefill):])
+    assert len(seen) == len(prefill) + 5
     kv = eng.caches.sessions["doc"]
     assert all(k.dtype == torch.float32 for k in kv.keys + kv.values)
     monkeypatch.undo()
@@ -59,6 +62,26 @@ def test_long_prefill_runs_under_autocast_and_the_cache_and_decode_stay_fp32(lm,
     assert not torch.equal(logits, ref_logits)  # it really ran in bf16
     assert torch.allclose(logits, ref_logits, atol=0.15 * ref_logits.abs().max().item())
     assert res.token_ids[0] == int(ref_logits.argmax())
+
+
+def test_autocast_forwards_run_a_multiple_of_autocast_rows(lm, monkeypatch):
+    """oneDNN keeps a compiled bf16 kernel per matrix shape: under autocast every forward has a row
+    count that is a multiple of AUTOCAST_ROWS (chunks of PREFILL_CHUNK, then the rest rounded down),
+    the last few tokens run in fp32, and every prompt token is run exactly once."""
+    monkeypatch.setattr(engine_module, "PREFILL_CHUNK", 128)
+    ids = lm.encode(ck.CODE_TEXT * 4)
+    rows = engine_module.AUTOCAST_ROWS
+    for n in (rows, rows + 1, 2 * rows - 1, 128, 129, 300, 385):
+        assert len(ids) >= n
+        eng = Engine(lm)
+        eng.prefill_autocast = torch.bfloat16
+        seen = _autocast_calls(monkeypatch, lm)
+        eng.generate(ids[:n], GenerationParams(max_new_tokens=1))
+        monkeypatch.setattr(lm.model, "forward", type(lm.model).forward.__get__(lm.model))
+        assert sum(t for t, _ in seen) == n, (n, seen)
+        assert all(t % rows == 0 and t <= 128 for t, on in seen if on), (n, seen)
+        assert all(t < rows for t, on in seen if not on), (n, seen)
+        assert [on for _, on in seen] == sorted((on for _, on in seen), reverse=True)  # bf16 first, then fp32
 
 
 def test_a_keystroke_prefill_is_not_autocast(lm, monkeypatch):
