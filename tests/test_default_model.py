@@ -159,3 +159,25 @@ def test_obvious_infills_through_the_server_pipeline(server_pipeline, name, requ
     prefix, suffix = code.split("█")
     got = server_pipeline.complete(prefix, suffix, "spm")
     assert got.split("\n")[0].rstrip() == expected, (name, got)
+
+
+def _quality(spm, l2r, rep, low=0.01):
+    """A bench/quality.py table: ES per (single, multi) and the paired lead's lower bound."""
+    def mode(es, lead_low=None):
+        out = {k: {"n": 100, "exact_match": 0.0, "edit_similarity": v} for k, v in zip(("single", "multi"), es)}
+        if lead_low is not None:
+            out["spm_lead"] = {k: {"mean": 0.0, "low": lead_low, "high": 0.1} for k in ("single", "multi")}
+        return out
+    return {"fim-spm": mode(spm), "l2r": mode(l2r, low), "repeat-line": mode(rep, 0.05)}
+
+
+def test_model_card_verdict_needs_margin_and_interval():
+    from training.model_card import verdict
+
+    assert "beat left-to-right completion and the repeat-the-line baseline clearly" in verdict(
+        _quality((0.50, 0.40), (0.45, 0.35), (0.30, 0.20)))
+    # a 5-point lead whose interval reaches below zero is not clear
+    assert "clear on neither task kind" in verdict(_quality((0.50, 0.40), (0.45, 0.35), (0.30, 0.20), low=-0.01))
+    # under the margin on multi-line tasks only
+    assert "clear only on single-line tasks" in verdict(_quality((0.50, 0.40), (0.45, 0.39), (0.30, 0.20)))
+    assert "does NOT yet beat the trivial baseline" in verdict(_quality((0.50, 0.40), (0.45, 0.35), (0.49, 0.20)))
