@@ -92,6 +92,10 @@ class SessionKV:
         self.start = len(self.tokens)
 
 
+SECOND_PLACE = "\x00second place"  # key suffix of a session's second cache (see SessionCaches.for_prompt)
+SECOND_PLACE_MIN = 64  # a cache this long (tokens) is kept as the second place when a prompt moves away
+
+
 class SessionCaches:
     """Sessions by key, least recently used first, under `budget_bytes` (sum of allocated buffers)."""
 
@@ -108,8 +112,28 @@ class SessionCaches:
         self.sessions[key] = kv
         return kv
 
+    def for_prompt(self, key: str | None, prompt: list[int]) -> SessionKV:
+        """The session's cache to run `prompt` in. A session (a document) keeps a second cache for the
+        place it was at before: a jump elsewhere and back, or a switch back after a jump, finds its
+        prompt still cached. Of the two, the one sharing the longer start with the prompt is used; a
+        prompt that shares less than half of a long cache moves that cache to second place (replacing
+        the older one) instead of overwriting it. Both count against the budget, least recently used first."""
+        if key is None:
+            return self.get(None)
+        second = key + SECOND_PLACE
+        kv, other = self.sessions.get(key), self.sessions.get(second)
+        if kv is not None:
+            held = kv.match(prompt)
+            if other is not None and other.match(prompt) > held:
+                self.sessions[key], self.sessions[second] = other, kv
+            elif len(kv.tokens) >= SECOND_PLACE_MIN and 2 * held < len(kv.tokens):
+                self.sessions.pop(second, None)
+                self.sessions[second] = self.sessions.pop(key)
+        return self.get(key)
+
     def close(self, key: str) -> None:
         self.sessions.pop(key, None)
+        self.sessions.pop(key + SECOND_PLACE, None)
 
     def nbytes(self) -> int:
         return sum(kv.nbytes() for kv in self.sessions.values())
