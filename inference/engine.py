@@ -146,8 +146,8 @@ class Engine:
                              f"{self.lm.max_context}")
         t0 = time.perf_counter()
         deadline = None if params.time_limit_s is None else t0 + params.time_limit_s
-        kv = self.caches.for_prompt(session, prompt)
-        reused = min(kv.match(prompt), len(prompt) - 1)  # the last prompt token is always run for its logits
+        kv, held = self.caches.for_prompt(session, prompt)
+        reused = min(held, len(prompt) - 1)  # the last prompt token is always run for its logits
         kv.truncate(reused)
         budget = min(params.max_new_tokens, self.lm.max_context - len(prompt))
         kv.reserve(len(prompt) + max(budget - 1, 0))

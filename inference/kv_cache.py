@@ -112,24 +112,28 @@ class SessionCaches:
         self.sessions[key] = kv
         return kv
 
-    def for_prompt(self, key: str | None, prompt: list[int]) -> SessionKV:
-        """The session's cache to run `prompt` in. A session (a document) keeps a second cache for the
-        place it was at before: a jump elsewhere and back, or a switch back after a jump, finds its
-        prompt still cached. Of the two, the one sharing the longer start with the prompt is used; a
-        prompt that shares less than half of a long cache moves that cache to second place (replacing
-        the older one) instead of overwriting it. Both count against the budget, least recently used first."""
+    def for_prompt(self, key: str | None, prompt: list[int]) -> tuple[SessionKV, int]:
+        """The session's cache to run `prompt` in, and how many leading prompt tokens it holds. A
+        session (a document) keeps a second cache for the place it was at before: a jump elsewhere and
+        back, or a switch back after a jump, finds its prompt still cached. Of the two, the one sharing
+        the longer start with the prompt is used; a prompt that shares less than half of a long cache
+        moves that cache to second place (replacing the older one) instead of overwriting it. Both
+        count against the budget, least recently used first."""
         if key is None:
-            return self.get(None)
+            return self.get(None), 0
         second = key + SECOND_PLACE
         kv, other = self.sessions.get(key), self.sessions.get(second)
+        held = kv.match(prompt) if kv is not None else 0
         if kv is not None:
-            held = kv.match(prompt)
-            if other is not None and other.match(prompt) > held:
+            other_held = other.match(prompt) if other is not None else -1
+            if other_held > held:
                 self.sessions[key], self.sessions[second] = other, kv
+                held = other_held
             elif len(kv.tokens) >= SECOND_PLACE_MIN and 2 * held < len(kv.tokens):
                 self.sessions.pop(second, None)
                 self.sessions[second] = self.sessions.pop(key)
-        return self.get(key)
+                held = 0
+        return self.get(key), held
 
     def close(self, key: str) -> None:
         self.sessions.pop(key, None)
