@@ -6,8 +6,10 @@
   bandwidth (measured on one core: fp32 `F.linear` 6-8 GB/s, bf16 slower still, while a plain sum
   reads 27 GB/s), whereas a torch.compile'd row reduction — read the row, widen to fp32 in
   registers, accumulate — reads 14-23 GB/s. Each piece (norm + GEMV; GEMVs + activation + residuals)
-  is one compiled call, so a layer costs two calls around the eager attention. The calls go straight
-  to inductor's compiled code (no TorchDynamo guards: see _CompiledOrEager).
+  is one compiled call (CodeGen's rotary too), so a layer costs two calls around the eager attention. The calls go straight
+  to inductor's compiled code (no TorchDynamo guards: see _CompiledOrEager). Every GEMV input is made
+  an output of its graph, so inductor stores it once: left inline, a layer norm feeding a GEMV was
+  recomputed for each of the weight's rows, which made bf16 decode compute-bound.
   If compiling fails (no C++ compiler...), the eager build is used. INFILL_LS_NO_COMPILE=1 skips it.
 
 Attention (and CodeGen's rotary) stays outside: it touches the KV cache.
@@ -21,6 +23,7 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+import torch.utils._pytree as pytree
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,24 @@ def attn_in(lin, x, ln_w, ln_b, eps, qkv_w, qkv_b):
     """-> (normed x, fused qkv)."""
     h = F.layer_norm(x, (x.shape[-1],), ln_w, ln_b, eps)
     return h, lin(h, qkv_w, qkv_b)
+
+
+def rotate_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary_dim: int) -> torch.Tensor:
+    """GPT-J "rotate every two" on the first rotary_dim channels, in fp32. x (T, H, D); cos/sin (T, rd/2)."""
+    rot = x[..., :rotary_dim].float()
+    x1, x2 = rot[..., 0::2], rot[..., 1::2]  # channel pairs (2i, 2i+1) share frequency i
+    c, s = cos[:, None, :], sin[:, None, :]
+    rotated = torch.stack((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).flatten(-2)
+    return torch.cat((rotated.to(x.dtype), x[..., rotary_dim:]), dim=-1)
+
+
+def rotary_attn_in(lin, x, ln_w, ln_b, eps, qkv_w, cos, sin, heads, head_dim, rotary_dim):
+    """CodeGen: norm, qkv [Q; K; V] (one kv head per query head), q and k rotated -> (h, q, k, v),
+    q/k/v (T, heads, head_dim). In the decode build the rotation is part of the compiled call: run
+    eagerly it is ~20 small ops a layer (2.4 ms a token for codegen-350M)."""
+    h, qkv = attn_in(lin, x, ln_w, ln_b, eps, qkv_w, None)
+    q, k, v = (part.reshape(x.shape[0], heads, head_dim) for part in qkv.chunk(3, dim=-1))
+    return h, rotate_interleaved(q, cos, sin, rotary_dim), rotate_interleaved(k, cos, sin, rotary_dim), v
 
 
 def sequential_out(lin, act, x, attn, out_w, out_b, ln_w, ln_b, eps, fc1_w, fc1_b, fc2_w, fc2_b):
@@ -60,6 +81,7 @@ def eager_ops(act) -> SimpleNamespace:
     lin = F.linear
     return SimpleNamespace(
         attn_in=lambda *a: attn_in(lin, *a),
+        rotary_attn_in=lambda *a: rotary_attn_in(lin, *a),
         sequential_out=lambda *a: sequential_out(lin, act, *a),
         parallel_out=lambda *a: parallel_out(lin, act, *a),
         head=lambda *a: head(lin, *a),
@@ -78,6 +100,7 @@ class _CompiledOrEager:
     """
 
     def __init__(self, fn, eager, name):
+        """fn(lin, *args): the op written against a GEMV `lin(x, w, b)`; eager(*args): its eager build."""
         self.fn, self.eager, self.name = fn, eager, name
         self.compiled: dict | None = {}  # signature -> compiled callable; None once compiling failed
 
@@ -103,14 +126,26 @@ class _CompiledOrEager:
         from torch.fx.experimental.proxy_tensor import make_fx
 
         slots = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+        gemv_inputs = []
+
+        def lin(x, w, b=None):
+            gemv_inputs.append(x)
+            return rowwise_linear(x, w, b)
+
+        out_tree = []
 
         def with_constants(*ts):
             full = list(args)
             for i, t in zip(slots, ts):
                 full[i] = t
-            return self.fn(*full)
+            gemv_inputs.clear()
+            outs, tree = pytree.tree_flatten(self.fn(lin, *full))
+            out_tree[:] = [tree]
+            return (*outs, *gemv_inputs)  # the extra outputs get stored, not recomputed for each row
 
-        return torch._inductor.compile(make_fx(with_constants)(*tensors), tensors)
+        compiled = torch._inductor.compile(make_fx(with_constants)(*tensors), tensors)
+        tree = out_tree[0]
+        return lambda *ts: pytree.tree_unflatten(list(compiled(*ts)[:tree.num_leaves]), tree)
 
 
 def compiled_decode_ops(act) -> SimpleNamespace:
@@ -118,12 +153,12 @@ def compiled_decode_ops(act) -> SimpleNamespace:
     eager = eager_ops(act)
     if os.environ.get("INFILL_LS_NO_COMPILE") == "1":
         return eager
-    lin = rowwise_linear
     raw = {
-        "attn_in": lambda *a: attn_in(lin, *a),
-        "sequential_out": lambda *a: sequential_out(lin, act, *a),
-        "parallel_out": lambda *a: parallel_out(lin, act, *a),
-        "head": lambda *a: head(lin, *a),
+        "attn_in": attn_in,
+        "rotary_attn_in": rotary_attn_in,
+        "sequential_out": lambda lin, *a: sequential_out(lin, act, *a),
+        "parallel_out": lambda lin, *a: parallel_out(lin, act, *a),
+        "head": head,
     }
     return SimpleNamespace(**{name: _CompiledOrEager(fn, getattr(eager, name), name) for name, fn in raw.items()})
 

@@ -64,3 +64,18 @@ def test_flash_attn_matches_sdpa_on_cuda(dtype, heads, kv_heads):
         fa = run(q, k_all, v_all, start, flash=True, device="cuda", dtype=dtype)
         sd = run(q, k_all, v_all, start, flash=False, device="cuda", dtype=dtype)
         assert torch.allclose(fa.float(), sd.float(), atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("heads,kv_heads,t", [(4, 4, 1), (4, 4, 2), (4, 1, 1), (6, 2, 1)])
+def test_low_precision_cpu_steps_match_reference(dtype, heads, kv_heads, t):
+    """Decode steps in bf16/fp16 on CPU (one query row per kv head runs in fp32 inside): the result
+    comes back in the model's dtype and matches the fp32 reference to that dtype's precision."""
+    torch.manual_seed(1)
+    d, start = 16, 11
+    q = torch.randn(t, heads, d).to(dtype)
+    k_all, v_all = torch.randn(start + t, kv_heads, d).to(dtype), torch.randn(start + t, kv_heads, d).to(dtype)
+    ours = run(q, k_all, v_all, start, flash=False, dtype=dtype)
+    assert ours.dtype == dtype
+    exact = reference(q.float(), k_all.float(), v_all.float(), start, 1 / math.sqrt(d))
+    assert torch.allclose(ours.float(), exact, atol=2e-2, rtol=2e-2), (ours.float() - exact).abs().max()

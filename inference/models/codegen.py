@@ -35,15 +35,6 @@ def rotary_table(positions: int, rotary_dim: int) -> tuple[torch.Tensor, torch.T
     return torch.cos(angles), torch.sin(angles)
 
 
-def rotate_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary_dim: int) -> torch.Tensor:
-    """GPT-J "rotate every two" on the first rotary_dim channels, in fp32. x (T, H, D); cos/sin (T, rd/2)."""
-    rot = x[..., :rotary_dim].float()
-    x1, x2 = rot[..., 0::2], rot[..., 1::2]  # channel pairs (2i, 2i+1) share frequency i
-    c, s = cos[:, None, :], sin[:, None, :]
-    rotated = torch.stack((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).flatten(-2)
-    return torch.cat((rotated.to(x.dtype), x[..., rotary_dim:]), dim=-1)
-
-
 class CodeGen(DecoderBase):
     def __init__(self, cfg: dict, w: WeightMap):
         c = self.n_embd = cfg_get(cfg, "n_embd", "hidden_size")
@@ -83,10 +74,8 @@ class CodeGen(DecoderBase):
         cos, sin = self.cos[start:start + t], self.sin[start:start + t]
         x = F.embedding(ids, self.wte)
         for i, ly in enumerate(self.layers):
-            h, qkv = ops.attn_in(x, ly.ln1_w, ly.ln1_b, self.eps, ly.qkv_w, None)
-            q, k, v = self.split_qkv(qkv)
-            q = rotate_interleaved(q, cos, sin, self.rotary_dim)
-            k = rotate_interleaved(k, cos, sin, self.rotary_dim)
+            h, q, k, v = ops.rotary_attn_in(x, ly.ln1_w, ly.ln1_b, self.eps, ly.qkv_w, cos, sin,
+                                            self.n_heads, self.head_dim, self.rotary_dim)
             attn = kv.attend(i, q, k, v, self.scale)
             x = ops.parallel_out(x, h, attn, ly.out_w, ly.fc1_w, ly.fc1_b, ly.fc2_w, ly.fc2_b)
         return x
