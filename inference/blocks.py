@@ -133,19 +133,18 @@ class _CompiledOrEager:
             gemv_inputs.append(x)
             return rowwise_linear(x, w, b)
 
-        out_tree = []
+        tree = None  # the structure of fn's own outputs, set while tracing
 
         def with_constants(*ts):
+            nonlocal tree
             full = list(args)
             for i, t in zip(slots, ts):
                 full[i] = t
             gemv_inputs.clear()
             outs, tree = pytree.tree_flatten(self.fn(lin, *full))
-            out_tree[:] = [tree]
             return (*outs, *gemv_inputs)  # the extra outputs get stored, not recomputed for each row
 
         compiled = torch._inductor.compile(make_fx(with_constants)(*tensors), tensors)
-        tree = out_tree[0]
         return lambda *ts: pytree.tree_unflatten(list(compiled(*ts)[:tree.num_leaves]), tree)
 
 
