@@ -3,14 +3,16 @@
 Stability is the point. While the user types at the cursor, the prompt should only grow at its
 end, so the per-document KV cache keeps everything before the cursor:
 
-* The prefix is cut at line boundaries aligned to absolute line numbers (blocks of
-  `BLOCK_LINES` lines counted from the top of the file), so the cut only moves, by a whole block,
-  when the prefix outgrows its budget, not on every keystroke.
+* The prefix is cut at block boundaries, before line breaks, so the cut only moves, by a whole
+  block, when the prefix outgrows its budget, not on every keystroke. Where a block ends depends
+  on the text of the line before it alone (`block_ends_after`: a blank line, or about one line in
+  `BLOCK_LINES` by a hash of its text), not on line numbers: an edit elsewhere in the file leaves
+  every other block as it was, so going back to a place after editing somewhere else finds the
+  place's prompt, and its KV cache, unchanged.
 * Each block is tokenized on its own and cached; the current line is tokenized separately from a
   boundary just before the newline that ends the previous line, so BPE merges at the cursor word
   only ever change the last few tokens.
-* The suffix is cut the same way with blocks counted from the end of the file (typing above it
-  does not move its cut).
+* The suffix is cut the same way (typing above it does not move its cut).
 * StarCoder and SantaCoder were trained with suffix-first (SPM) prompts too: with
   `<fim_prefix><fim_suffix>suffix<fim_middle>prefix` typing appends to the prompt. CodeGen2 has
   only prefix-first, so its suffix is kept short (`CODEGEN2_SUFFIX_TOKENS`). CodeGen1 and XGLM
@@ -20,6 +22,7 @@ end, so the per-document KV cache keeps everything before the cursor:
 from __future__ import annotations
 
 import math
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterator
@@ -28,7 +31,7 @@ from tokenizers import Tokenizer
 
 from lsp_server.context import CursorContext
 
-BLOCK_LINES = 16  # prefix/suffix cut granularity, in lines
+BLOCK_LINES = 16  # about one non-blank line in this many ends a block (see block_ends_after)
 TOKEN_CUT_QUANTUM = 64  # when a cut must fall inside a block (huge lines): tokens, in steps of this
 CODEGEN2_SUFFIX_TOKENS = 48
 SPECIAL_TOKENS_RESERVE = 8
@@ -236,6 +239,13 @@ class PromptBuilder:
         return self._heals[text]
 
 
+def block_ends_after(line: str) -> bool:
+    """Whether a block boundary follows this line (its text without the line break): after a blank
+    line, and after about one line in BLOCK_LINES chosen by a hash of its text. Content-defined, so
+    boundaries do not move when lines are added or removed elsewhere."""
+    return not line.strip() or zlib.crc32(line.encode("utf-8", "surrogatepass")) % BLOCK_LINES == 0
+
+
 def prefix_pieces(prefix: str) -> Iterator[tuple[int, int]]:
     """(start, end) spans of `prefix`, nearest the cursor first.
 
@@ -243,38 +253,36 @@ def prefix_pieces(prefix: str) -> Iterator[tuple[int, int]]:
     next one back to the last block boundary; then whole blocks. Every boundary sits just before a
     line break, where BPE pre-tokenizers split anyway.
     """
-    line = prefix.count("\n")  # the cursor's line (blocks are aligned to absolute line numbers)
     end = len(prefix)
     pos = prefix.rfind("\n")
     first = True
     while pos >= 0:
-        # `pos` is the "\n" that starts line `line`; split before it (before "\r\n" as a whole)
+        # `pos` is the "\n" ending the line that starts after `before`; split before it (before "\r\n" as a whole)
         cut = pos - 1 if pos > 0 and prefix[pos - 1] == "\r" else pos
-        if first or line % BLOCK_LINES == 0:
+        before = prefix.rfind("\n", 0, max(cut, 0))
+        if first or block_ends_after(prefix[before + 1:cut]):
             if end > cut:
                 yield cut, end
             end = cut
             first = False
-        line -= 1
-        pos = prefix.rfind("\n", 0, max(cut, 0))
+        pos = before
     if end > 0:
         yield 0, end
 
 
 def suffix_pieces(suffix: str) -> Iterator[tuple[int, int]]:
-    """(start, end) spans of `suffix`, nearest the cursor first, cut before line breaks at lines
-    counted from the end of the file (so typing before the suffix never moves a cut)."""
-    after = suffix.count("\n")  # line breaks after the current position
-    start = 0
+    """(start, end) spans of `suffix`, nearest the cursor first, cut before the line breaks that end
+    a block (`block_ends_after`); the rest of the cursor's line always stays in the first span."""
+    start = line_start = 0
     pos = suffix.find("\n")
     seen_first = False
     while pos >= 0:
         cut = pos - 1 if pos > 0 and suffix[pos - 1] == "\r" else pos
-        after -= 1
-        if after % BLOCK_LINES == 0 and seen_first and cut > start:
+        if seen_first and cut > start and block_ends_after(suffix[line_start:cut]):
             yield start, cut
             start = cut
         seen_first = True
+        line_start = pos + 1
         pos = suffix.find("\n", pos + 1)
     if start < len(suffix):
         yield start, len(suffix)

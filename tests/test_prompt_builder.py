@@ -10,7 +10,7 @@ import pytest
 
 from inference.loader import load_model
 from lsp_server.context import CursorContext
-from lsp_server.prompt import BLOCK_LINES, Budget, PromptBuilder, prefix_pieces, suffix_pieces
+from lsp_server.prompt import Budget, PromptBuilder, block_ends_after, prefix_pieces, suffix_pieces
 from tests.checkpoints import make_codegen, make_gpt_bigcode
 
 SOURCE = Path(textwrap.__file__).read_text()
@@ -35,19 +35,39 @@ def common_prefix(a, b) -> int:
     return n
 
 
-def test_pieces_cover_the_text_and_cut_before_line_breaks():
-    prefix = "".join(f"line {i}\n" for i in range(50)) + "cur"
+def test_pieces_cover_the_text_and_cut_where_the_line_before_ends_a_block():
+    prefix = "".join(f"line {i}\n" + ("\n" if i % 7 == 0 else "") for i in range(80)) + "cur"
     spans = list(prefix_pieces(prefix))
     assert "".join(prefix[a:b] for a, b in reversed(spans)) == prefix
     assert all(prefix[a] == "\n" for a, _ in spans[:-1])  # every cut sits just before a line break
-    # blocks are aligned to absolute line numbers: the cut lines are multiples of BLOCK_LINES
-    cut_lines = [prefix[:a].count("\n") + 1 for a, _ in spans[1:-1]]
-    assert all(n % BLOCK_LINES == 0 for n in cut_lines[1:])
-    suffix = "rest\n" + "".join(f"s {i}\n" for i in range(40))
+    # after the cursor's own span, a cut follows exactly the lines that end a block (by their text)
+    cuts = {a for a, _ in spans[1:-1]}
+    line_ends = [i for i, ch in enumerate(prefix[:spans[0][0]]) if ch == "\n"]
+    for i in line_ends:
+        line = prefix[prefix.rfind("\n", 0, i) + 1:i]
+        assert (i in cuts) == block_ends_after(line), (i, line)
+    assert any(block_ends_after(f"line {i}") for i in range(80)) and not all(block_ends_after(f"line {i}") for i in range(80))
+    suffix = "rest\n" + "".join(f"s {i}\n" for i in range(60))
     sspans = list(suffix_pieces(suffix))
     assert "".join(suffix[a:b] for a, b in sspans) == suffix
-    after = [suffix[a:].count("\n") - 1 for a, _ in sspans[1:]]  # line breaks after the cut one
-    assert all(n % BLOCK_LINES == 0 for n in after)  # aligned to the end of the file
+    assert sspans[0][1] > len("rest")  # the rest of the cursor's line stays in the first span
+    for a, _ in sspans[1:]:
+        assert block_ends_after(suffix[suffix.rfind("\n", 0, a) + 1:a])
+
+
+def test_an_edit_elsewhere_in_the_file_leaves_the_prompt_unchanged(starcoder):
+    """Going back to a place after adding lines far above it (or far below the suffix window) finds
+    the same prompt token for token, so the document's KV cache for that place is still good."""
+    b = PromptBuilder(starcoder)
+    budget = Budget(300, 100)
+    cursor = SOURCE.index("def dedent")
+    before = b.build(CursorContext(SOURCE[:cursor], SOURCE[cursor:]), budget)
+    top = SOURCE.index("\n") + 1  # just after the first line
+    added = "import os\nimport sys\n\nX = 1\n"
+    after = b.build(CursorContext(SOURCE[:top] + added + SOURCE[top:cursor], SOURCE[cursor:]), budget)
+    assert after.ids == before.ids
+    below = SOURCE[cursor:] + "\n\ndef tail():\n    pass\n"
+    assert b.build(CursorContext(SOURCE[:cursor], below), budget).ids == before.ids
 
 
 def test_spm_layout_for_starcoder_puts_the_suffix_first(starcoder):
