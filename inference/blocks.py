@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from types import SimpleNamespace
 
 import torch
@@ -78,15 +79,19 @@ def head(lin, x, ln_w, ln_b, eps, w, b):
     return lin(F.layer_norm(x, (x.shape[-1],), ln_w, ln_b, eps), w, b).float()
 
 
+def ops_taking_lin(act) -> dict:
+    """The block ops by name, each written against a GEMV: fn(lin, *args) with lin(x, w, b)."""
+    return {
+        "attn_in": attn_in,
+        "rotary_attn_in": rotary_attn_in,
+        "sequential_out": lambda lin, *a: sequential_out(lin, act, *a),
+        "parallel_out": lambda lin, *a: parallel_out(lin, act, *a),
+        "head": head,
+    }
+
+
 def eager_ops(act) -> SimpleNamespace:
-    lin = F.linear
-    return SimpleNamespace(
-        attn_in=lambda *a: attn_in(lin, *a),
-        rotary_attn_in=lambda *a: rotary_attn_in(lin, *a),
-        sequential_out=lambda *a: sequential_out(lin, act, *a),
-        parallel_out=lambda *a: parallel_out(lin, act, *a),
-        head=lambda *a: head(lin, *a),
-    )
+    return SimpleNamespace(**{name: partial(fn, F.linear) for name, fn in ops_taking_lin(act).items()})
 
 
 class _CompiledOrEager:
@@ -153,14 +158,8 @@ def compiled_decode_ops(act) -> SimpleNamespace:
     eager = eager_ops(act)
     if os.environ.get("INFILL_LS_NO_COMPILE") == "1":
         return eager
-    raw = {
-        "attn_in": attn_in,
-        "rotary_attn_in": rotary_attn_in,
-        "sequential_out": lambda lin, *a: sequential_out(lin, act, *a),
-        "parallel_out": lambda lin, *a: parallel_out(lin, act, *a),
-        "head": head,
-    }
-    return SimpleNamespace(**{name: _CompiledOrEager(fn, getattr(eager, name), name) for name, fn in raw.items()})
+    return SimpleNamespace(**{name: _CompiledOrEager(fn, getattr(eager, name), name)
+                              for name, fn in ops_taking_lin(act).items()})
 
 
 def wants_compiled_decode(device: torch.device, dtype: torch.dtype) -> bool:
