@@ -4,7 +4,10 @@ Replays an editing session (bench/typing_sessions.py: three standard-library fil
 sizes open at once, the cursor deep in a 2 000-line file, typed character by character at a human
 pace with pauses, typos fixed with backspace, a jump elsewhere in the file, a switch to the other
 documents and back) through `infill-ls serve` over stdio, as an editor does: one incremental
-didChange per keystroke, then an automatic textDocument/inlineCompletion request. Each keystroke
+didChange per keystroke, then an automatic textDocument/inlineCompletion request. Arriving at a new
+place (a jump, a switch to another document) it sends `infill/prefetch` with the cursor there, as the
+editor clients do when the cursor comes to rest, then waits the session's look time (1-2 s) before
+the first keystroke (`--no-prefetch`: the same session without it). Each keystroke
 waits for its answer (plus a human think time) before the next one, so every request is measured to
 its end. Per keystroke it records the latency from sending the didChange to the answer, and from the
 server's log: prefill, reused and generated tokens and whether the model ran.
@@ -51,7 +54,7 @@ from lsprotocol import types as t  # noqa: E402
 from pygls.lsp.client import LanguageClient  # noqa: E402
 
 from bench.typing_replay import pct, peak_rss_mb  # noqa: E402
-from bench.typing_sessions import Session, build_session  # noqa: E402
+from bench.typing_sessions import ARRIVALS, Session, build_session  # noqa: E402
 from lsp_server.config import DEFAULTS  # noqa: E402
 from lsp_server.positions import UTF16, index_to_column  # noqa: E402
 
@@ -93,6 +96,7 @@ class Result:
     prompt_mismatch: int = 0
     naive_load_s: float = 0.0
     max_new: str = ""
+    prefetch: dict = field(default_factory=dict)  # the server's prefetch counters at the end
 
 
 def position(text: str, offset: int) -> t.Position:
@@ -153,6 +157,10 @@ class Replay:
             text_document=t.TextDocumentIdentifier(uri), position=pos,
             context=t.InlineCompletionContext(trigger_kind=t.InlineCompletionTriggerKind.Automatic)))
 
+    def prefetch(self, uri: str, pos: t.Position) -> None:
+        self.client.protocol.notify("infill/prefetch", {
+            "textDocument": {"uri": uri}, "position": {"line": pos.line, "character": pos.character}})
+
     async def stop(self) -> float | None:
         rss = peak_rss_mb(self.client._server.pid) if self.client._server else None
         try:
@@ -164,7 +172,7 @@ class Replay:
         return rss
 
 
-async def replay(session: Session, options: dict, res: Result, quiet: bool) -> bool:
+async def replay(session: Session, options: dict, res: Result, quiet: bool, prefetch: bool = True) -> bool:
     rp = Replay(options)
     t0 = time.monotonic()
     s = await rp.start()
@@ -183,6 +191,8 @@ async def replay(session: Session, options: dict, res: Result, quiet: bool) -> b
     for name, text in texts.items():
         rp.open(uris[name], text)
     for i, e in enumerate(session.edits):
+        if prefetch and e.label in ARRIVALS:  # the cursor lands there: the editor sends a prefetch
+            rp.prefetch(uris[e.doc], position(texts[e.doc], e.offset))
         if e.gap_s:
             await asyncio.sleep(e.gap_s)
         before = texts[e.doc]
@@ -228,6 +238,7 @@ async def replay(session: Session, options: dict, res: Result, quiet: bool) -> b
     for msg in rp.logs[n_logs:]:
         if (f := parse_run(msg)) is not None:
             res.probe_generation_ms = float(f["prefill_ms"]) + float(f["decode_ms"])
+    res.prefetch = (await rp.stats())["prefetch"]
     res.rss_mb = await rp.stop()
     return True
 
@@ -312,6 +323,10 @@ def print_detail(res: Result, s: dict) -> None:
         print(f"  naive ({len(res.naive)} of the same requests): p50 {s['n_p50']:.0f} ms, p90 {s['n_p90']:.0f}, "
               f"p99 {s['n_p99']:.0f}; prompt tokens median {s['prompt_med']:.0f}, generated median "
               f"{s['n_gen_med']:.0f}; prompt length mismatches vs server: {res.prompt_mismatch}")
+    if res.prefetch:
+        p = res.prefetch
+        print(f"  prefetches (at {sum(r.label in ARRIVALS for r in res.rows)} arrivals): {p['received']} received, "
+              f"{p['modelRuns']} ran to the end, {p['cancelled']} cancelled by a keystroke, {p['skipped']} skipped")
     if res.probes_ms:
         print(f"  other requests during a {res.probe_generation_ms:.0f} ms generation: {len(res.probes_ms)} "
               f"answered, p50 {s['probe_p50']:.1f} ms, max {s['probe_max']:.1f} ms")
@@ -356,6 +371,8 @@ def main(argv=None) -> int:
                          "server's choice)")
     ap.add_argument("--prefill-dtype", choices=["auto", "model"], default="auto",
                     help="the server's prefillDtype (auto: bf16 autocast for long fp32 prefills where the CPU has bf16)")
+    ap.add_argument("--no-prefetch", action="store_true",
+                    help="send no infill/prefetch at jumps and switches (the session and its look times are the same)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="smoke run: default model only, fp32, few keys")
     ap.add_argument("--csv", help="write every keystroke's row here")
@@ -392,7 +409,7 @@ def main(argv=None) -> int:
             print(f"== {label}, {dtype}: {len(session.edits)} keystrokes")
             res = Result(label, dtype, max_new=f"{max_new}" if max_new else
                          f"{DEFAULTS.max_new_tokens_single_line}/{DEFAULTS.max_new_tokens_multi_line}")
-            if not asyncio.run(replay(session, options, res, quiet=False)):
+            if not asyncio.run(replay(session, options, res, quiet=False, prefetch=not args.no_prefetch)):
                 continue
             run_naive(session, res, source, dtype, options, args.naive_budget, args.naive_min, args.seed)
             s = summarize(res)

@@ -5,7 +5,8 @@ missing from them) and then writes that code back character by character at a hu
 inserts the line break and the next line's indentation at once (an editor's auto-indent), a typo now
 and then is fixed with a backspace, there are pauses to think, the cursor jumps to another place in
 the long file, goes to the other documents (one edit there is inside a line: the arguments of a
-call, before its closing parenthesis) and comes back to where it was.
+call, before its closing parenthesis) and comes back to where it was. Arriving at a new place (a
+jump, a switch) the person looks at it for a second or two before typing (LOOK_S).
 
 Everything is drawn from a seeded random generator: two runs type exactly the same thing.
 """
@@ -24,6 +25,8 @@ SMALL_FILE = "copy.py"        # ~9 k characters
 TYPO_RATE = 0.04              # per character: a wrong key, then backspace
 PAUSE_RATE = 0.04             # per keystroke: a pause to think
 ENTER_PAUSE_RATE = 0.3        # per line break: a short pause
+LOOK_S = (1.0, 2.0)           # reading a new place (after a jump or a switch) before typing there
+ARRIVALS = ("jump", "switch")
 
 
 def stdlib_path(name: str) -> Path:
@@ -37,7 +40,7 @@ class Edit:
     delete: int       # characters removed at offset
     insert: str       # text inserted there
     gap_s: float      # think time before this keystroke (counted from the previous answer)
-    label: str        # "type" | "enter" | "typo" | "backspace" | "jump" | "switch"
+    label: str        # "type" | "enter" | "typo" | "backspace" | "jump" | "switch" (see ARRIVALS)
     line_end: bool    # after the edit, nothing but whitespace follows the cursor on its line
 
     @property
@@ -80,8 +83,8 @@ def _call_line(lines: list[str], start: int) -> tuple[int, int, int]:
 
 
 class _Editor:
-    def __init__(self, session: Session, rng: random.Random, pace: float) -> None:
-        self.s, self.rng, self.pace = session, rng, pace
+    def __init__(self, session: Session, rng: random.Random, pace: float, look_rng: random.Random) -> None:
+        self.s, self.rng, self.pace, self.look_rng = session, rng, pace, look_rng
         self.texts = dict(session.opened)
         self.marks: dict[str, int] = {}  # named positions that follow edits (editor marks)
 
@@ -98,6 +101,8 @@ class _Editor:
         cur = offset + len(insert)
         end = t.find("\n", cur)
         line_end = t[cur:end if end >= 0 else len(t)].strip() == ""
+        if label in ARRIVALS:  # (its own generator: the rest of the session is as before LOOK_S)
+            extra_gap += self.look_rng.uniform(*LOOK_S)
         self.s.edits.append(Edit(doc, offset, delete, insert, self.gap() + extra_gap * self.pace, label, line_end))
         for name, pos in self.marks.items():
             if name.startswith(doc + ":") and pos >= offset:
@@ -180,7 +185,7 @@ def build_session(keys: int, seed: int = 0, pace: float = 1.0) -> Session:
         kept[SMALL_FILE][small + k] = ""
     kept[MEDIUM_FILE][call_line] = src[MEDIUM_FILE][call_line][:call_a] + src[MEDIUM_FILE][call_line][call_b:]
     session = Session({n: "".join(kept[n]) for n in names}, {n: stdlib_path(n) for n in names})
-    ed = _Editor(session, rng, pace)
+    ed = _Editor(session, rng, pace, random.Random(f"look {seed}"))
 
     def end_of_line_before(doc: str, line: int) -> int:
         """Offset (in the document as opened) of the line break ending the line before `line`."""

@@ -123,6 +123,9 @@ class SessionCaches:
             return self.get(None), 0
         second = key + SECOND_PLACE
         kv, other = self.sessions.get(key), self.sessions.get(second)
+        if kv is None and other is not None:  # the current cache was evicted, the second one not
+            kv, other = self.sessions.pop(second), None
+            self.sessions[key] = kv
         held = kv.match(prompt) if kv is not None else 0
         if kv is not None:
             other_held = other.match(prompt) if other is not None else -1

@@ -2,6 +2,11 @@
 context -> typing-through -> prompt -> result cache -> scheduler -> worker -> shaping.
 
 Every wait is bounded; a failure anywhere gives an empty answer and a log line, never a crash.
+
+A background run (`background=True`: a prefetch where the cursor came to rest, lsp_server.prefetch)
+goes through the same pipeline at the lowest priority and answers nobody: what it leaves behind is
+the document's KV cache filled with the prompt at that place, and its suggestion kept for typing
+through and in the result cache. Its figures are counted apart (`prefetch.*`), not as requests.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from lsp_server.prompt import Budget
 
 SAMPLING_TEMPERATURE = 0.8  # for candidates after the first when `temperature` is 0
 WAIT_SLACK_S = 1.0
+BACKGROUND_TIME_LIMIT_S = 60.0  # a prefetch may take a long file's whole prefill: any request cancels it
 
 
 @dataclass
@@ -37,14 +43,15 @@ class Answer:
     request_id: int
 
 
-async def suggest(server, req: Request) -> Answer | None:
+async def suggest(server, req: Request, background: bool = False) -> Answer | None:
     t0 = time.perf_counter()
     stats = server.stats
-    stats.count("requests")
+    what = "prefetch" if background else "completion"
+    stats.count("prefetch.received" if background else "requests")
     doc = server.docs.get(req.uri)
     if doc is None:
         stats.count("invalid")
-        server.client_log.log("debug", f"completion for a document that is not open: {req.uri}")
+        server.client_log.log("debug", f"{what} for a document that is not open: {req.uri}")
         return None
     cfg = server.config
     if not cfg.language_enabled(doc.language_id):
@@ -52,7 +59,7 @@ async def suggest(server, req: Request) -> Answer | None:
     offset = doc.offset_at(req.line, req.character, server.encoding)
     if offset is None:
         stats.count("invalid")
-        server.client_log.log("debug", f"completion at a position outside the document: {req.uri} "
+        server.client_log.log("debug", f"{what} at a position outside the document: {req.uri} "
                                        f"{req.line}:{req.character}")
         return None
     replace = None
@@ -65,12 +72,15 @@ async def suggest(server, req: Request) -> Answer | None:
     ctx = context_at(doc.text, offset, doc.language_id, req.uri, replace)
     state = server.model
     if not state.ready:
-        stats.count("notReady")
+        stats.count("prefetch.skipped" if background else "notReady")
         return None
     request_id = server.next_request_id()
 
     # 1. typing through the suggestion just shown
     rest = server.typing.continue_from(req.uri, ctx)
+    if rest and background:
+        stats.count("prefetch.skipped")
+        return None
     if rest:
         server.typing.remember(req.uri, ctx, rest)
         total_ms = (time.perf_counter() - t0) * 1000
@@ -87,13 +97,18 @@ async def suggest(server, req: Request) -> Answer | None:
     tp = time.perf_counter()
     prompt = builder.build(ctx, budget)
     prompt_ms = (time.perf_counter() - tp) * 1000
-    n = cfg.num_candidates if req.invoked else 1
+    n = cfg.num_candidates if req.invoked and not background else 1
 
     # 3. identical prompt seen recently
     cacheable = cfg.temperature == 0 and n == 1
     key = server.cache.key(prompt.ids, state.generation, max_new, multi_line, cfg.top_p)
     if cacheable:
         hit = server.cache.get(key)
+        if hit is not None and background:
+            if hit:
+                server.typing.remember(req.uri, ctx, hit)
+            stats.count("prefetch.skipped")
+            return None
         if hit is not None:
             server.typing.remember(req.uri, ctx, hit)
             total_ms = (time.perf_counter() - t0) * 1000
@@ -102,58 +117,71 @@ async def suggest(server, req: Request) -> Answer | None:
             return Answer(ctx, offset, list(hit), "cache", request_id)
 
     # 4. the model, through the scheduler
-    ticket = server.scheduler.begin(req.uri)
+    ticket = server.scheduler.begin_background(req.uri) if background else server.scheduler.begin(req.uri)
+    if ticket is None:  # a request is running: a background run would only delay it
+        stats.count("prefetch.skipped")
+        return None
+    cancelled = "prefetch.cancelled" if background else "superseded"
     suggestions: list[Suggestion] = []
     try:
         if not await server.scheduler.admit(ticket):
-            stats.count("superseded")
+            stats.count(cancelled)
             return None
         for i in range(n):
             temperature = cfg.temperature if i == 0 else (cfg.temperature or SAMPLING_TEMPERATURE)
-            result, job, timings = await _generate(server, lm, ticket, ctx, prompt, max_new, temperature, cfg)
+            result, job, timings = await _generate(server, lm, ticket, ctx, prompt, max_new, temperature, cfg,
+                                                   BACKGROUND_TIME_LIMIT_S if background else None)
             if result is None:
                 break
             timings.update(prompt_ms=round(prompt_ms, 2), prompt_layout=prompt.layout,
                            prompt_prefix_tokens=prompt.prefix_tokens, prompt_suffix_tokens=prompt.suffix_tokens)
-            stats.model_run(timings)
+            if background:
+                stats.count("prefetch.modelRuns")
+            else:
+                stats.model_run(timings)
             s = shape(ctx, prompt.suggestion_text(builder.continuation(prompt.ids, result.token_ids, result.text)))
             if s.text and all(s.text != other.text for other in suggestions):
                 suggestions.append(s)
-            _log_model_run(server, builder, request_id, i, timings, prompt, result, s)
+            _log_model_run(server, builder, what, request_id, i, timings, prompt, result, s)
         else:
             if cacheable:
                 server.cache.put(key, list(suggestions))
         if ticket.cancel.is_set() and not suggestions:
-            stats.count("superseded")
+            stats.count(cancelled)
             return None
     except asyncio.CancelledError:
         ticket.cancel_jobs()
-        stats.count("cancelled")
+        stats.count(cancelled if background else "cancelled")
         raise
     finally:
         server.scheduler.end(ticket)
-    if server.docs.get(req.uri) is doc:  # not closed while the model ran (it would hold its text forever)
+    # not closed while the model ran (it would hold its text forever); a background run that found
+    # nothing leaves what is shown alone
+    if server.docs.get(req.uri) is doc and (suggestions or not background):
         server.typing.remember(req.uri, ctx, suggestions)
     total_ms = (time.perf_counter() - t0) * 1000
-    stats.served("model", total_ms, bool(suggestions))
-    server.client_log.log("info", f"completion #{request_id} model total_ms={total_ms:.1f} "
+    if not background:
+        stats.served("model", total_ms, bool(suggestions))
+    server.client_log.log("info", f"{what} #{request_id} model total_ms={total_ms:.1f} "
                                   f"suggestions={len(suggestions)}")
     return Answer(ctx, offset, suggestions, "model", request_id)
 
 
-async def _generate(server, lm, ticket, ctx, prompt, max_new, temperature, cfg):
-    """One model run for `ticket`; (None, job, {}) when cancelled, timed out or failed."""
+async def _generate(server, lm, ticket, ctx, prompt, max_new, temperature, cfg, time_limit_s=None):
+    """One model run for `ticket`; (None, job, {}) when cancelled, timed out or failed. The time
+    limit is the request timeout unless `time_limit_s` is given."""
     from inference.engine import GenerationParams
 
     fim = lm.fim
+    limit_s = time_limit_s or cfg.request_timeout_ms / 1000
     params = GenerationParams(max_new_tokens=max_new, temperature=temperature, top_p=cfg.top_p,
                               stop_token_ids=stop_ids(fim), first_token_ids=prompt.first_token_ids,
-                              time_limit_s=cfg.request_timeout_ms / 1000)
+                              time_limit_s=limit_s)
     job = GenerationJob(prompt.ids, params, session=ticket.uri, cancel=ticket.new_job_event(),
                         stop_check=lambda ids: generation_can_stop(ctx, prompt.suggestion_text(lm.decode(ids))),
                         model_generation=server.model.worker_generation)
     future = server.worker.generate(job)
-    wait_s = cfg.request_timeout_ms / 1000 + WAIT_SLACK_S
+    wait_s = limit_s + WAIT_SLACK_S
     try:
         result = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), wait_s)
     except asyncio.TimeoutError:
@@ -188,12 +216,12 @@ def stop_ids(fim) -> tuple[int, ...]:
     return tuple(dict.fromkeys(i for i in ids if i is not None))
 
 
-def _log_model_run(server, builder, request_id, index, timings, prompt, result, shaped) -> None:
+def _log_model_run(server, builder, what, request_id, index, timings, prompt, result, shaped) -> None:
     log = server.client_log
     if not log.enabled("info"):
         return
     fields = " ".join(f"{k}={v}" for k, v in timings.items())
-    line = f"completion #{request_id}.{index} {fields}"
+    line = f"{what} #{request_id}.{index} {fields}"
     if log.text_allowed:
         line += f" prompt={builder.decode(prompt.ids)!r} heal={prompt.heal!r} raw={result.text!r} shown={shaped.text!r}"
     log.log("info", line)

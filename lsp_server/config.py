@@ -36,6 +36,7 @@ class Config:
     suffix_fraction: float = 0.25  # share of the prompt budget given to the text after the cursor
     kv_budget_mb: int = 256
     request_timeout_ms: int = 5000  # bound on one generation (and on the wait for it)
+    prefetch: bool = True  # infill/prefetch notifications (the cursor came to rest) warm that place
     languages: tuple[str, ...] = field(default=("*",))  # languageIds enabled; "*": all
     log_level: str = "info"
     log_file: str | None = None
@@ -89,6 +90,12 @@ def _choice(*choices: str):
     return check
 
 
+def _bool(v: Any):
+    if isinstance(v, bool):
+        return v, None
+    return None, "must be true or false"
+
+
 def _optional_str(v: Any):
     if v is None or (isinstance(v, str) and v.strip() == ""):
         return None, None
@@ -121,6 +128,7 @@ VALIDATORS = {
     "suffix_fraction": _float_in(0.0, 0.9),
     "kv_budget_mb": _int_in(1, 1 << 20),
     "request_timeout_ms": _int_in(50, 600_000),
+    "prefetch": _bool,
     "languages": _languages,
     "log_level": _choice(*LOG_LEVELS),
     "log_file": _optional_str,

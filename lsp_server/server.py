@@ -20,7 +20,7 @@ from pygls.protocol import LanguageServerProtocol, lsp_method
 from pygls.protocol.json_rpc import JsonRPCNotification, JsonRPCRequestMessage
 
 from inference.worker import InferenceWorker
-from lsp_server import completion, model_state
+from lsp_server import completion, model_state, prefetch
 from lsp_server.config import DEFAULTS, Config, parse_config, to_wire
 from lsp_server.documents import DocumentStore
 from lsp_server.items import ACCEPT_COMMAND, STATS_COMMAND, completion_items, inline_items
@@ -242,6 +242,10 @@ def build_server(worker: InferenceWorker | None = None) -> InfillServer:
         answer = await _answer(ls, req)
         items = [] if answer is None else completion_items(answer, params.position, ls.encoding)
         return types.CompletionList(is_incomplete=True, items=items)
+
+    @server.feature(prefetch.METHOD)
+    async def prefetch_at(ls: InfillServer, params):
+        await prefetch.prefetch(ls, params)
 
     @server.command(ACCEPT_COMMAND)
     def accept(ls: InfillServer, *args):

@@ -64,4 +64,5 @@ class Stats:
                               "total": sum(self.prefill_tokens)},
             "reusedTokens": {"median": percentile(self.reused_tokens, 0.5), "total": sum(self.reused_tokens)},
             "last": self.last,
+            "prefetch": {k: c["prefetch." + k] for k in ("received", "modelRuns", "skipped", "cancelled")},
         }

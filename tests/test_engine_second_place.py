@@ -62,3 +62,15 @@ def test_second_places_are_evicted_under_the_budget(lm):
     eng.caches.budget_bytes = one  # room for one cache only
     res = eng.generate(there, params, session="doc")
     assert res.reused_tokens == 0 and list(eng.caches.sessions) == ["doc"] and eng.cache_bytes() <= one
+
+
+def test_the_second_place_serves_when_the_current_cache_alone_was_evicted(lm):
+    here, there = _prompts(lm)
+    eng = Engine(lm)
+    params = GenerationParams(max_new_tokens=1)
+    eng.generate(here, params, session="doc")
+    eng.generate(there, params, session="doc")  # `here` moves to second place
+    del eng.caches.sessions["doc"]  # as least-recently-used eviction may leave it
+    back = eng.generate(here, params, session="doc")
+    assert back.reused_tokens == len(here) - 1
+    assert list(eng.caches.sessions) == ["doc"]

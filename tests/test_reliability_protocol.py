@@ -255,7 +255,7 @@ json_values = st.recursive(
 # every option but logFile (a random path would be created in the working tree; NUL paths are below)
 OPTION_NAMES = ["model", "device", "dtype", "prefillDtype", "maxNewTokensSingleLine", "maxNewTokensMultiLine", "temperature",
                 "topP", "numCandidates", "debounceMs", "rateLimit", "contextTokens", "suffixFraction", "kvBudgetMb",
-                "requestTimeoutMs", "languages", "logLevel"]
+                "requestTimeoutMs", "prefetch", "languages", "logLevel"]
 option_dicts = st.dictionaries(st.sampled_from(OPTION_NAMES) | st.text(max_size=10).filter(
     lambda k: k.lower().replace("_", "") not in ("logfile", "infill", "infillls", "infill-ls")), json_values,
     max_size=6)

@@ -25,6 +25,28 @@ async def test_a_newer_request_cancels_the_older_one_of_the_same_document_only()
     assert b.cancel.is_set() and b.new_job_event().is_set()
 
 
+async def test_a_background_request_waits_for_none_and_any_request_or_edit_cancels_it():
+    s = RequestScheduler(rate_limit=1000, debounce_ms=50)
+    bg = s.begin_background("file:///a")
+    job = bg.new_job_event()
+    t0 = time.monotonic()
+    assert await s.admit(bg) and time.monotonic() - t0 < 0.04  # no debounce: its client waited already
+    newer = s.begin_background("file:///b")
+    assert newer is not None and job.is_set() and not s.is_current(bg)  # one at a time: the newer wins
+    s.begin("file:///c")  # a request for any other document cancels it
+    assert newer.cancel.is_set() and not s.is_current(newer)
+    assert s.begin_background("file:///a") is None  # nothing in the background while a request runs
+    s.cancel_all()
+    bg = s.begin_background("file:///a")
+    s.cancel_document("file:///b")
+    assert s.is_current(bg)
+    s.cancel_document("file:///a")  # an edit of its document
+    assert bg.cancel.is_set() and not s.is_current(bg)
+    bg = s.begin_background("file:///a")
+    s.end(bg)
+    assert not s.is_current(bg) and s.begin_background("file:///a") is not None
+
+
 async def test_debounce_drops_a_request_superseded_while_waiting():
     s = RequestScheduler(rate_limit=1000, debounce_ms=50)
     first = asyncio.ensure_future(s.admit(s.begin("file:///a")))
