@@ -21,6 +21,9 @@
 ;;    M-] / M-[ cycle through candidates, C-g dismisses it; moving away or
 ;;    typing something else clears it.  eglot 1.9 has no inline completion, so
 ;;    infill-mode requests textDocument/inlineCompletion on eglot's connection.
+;;    When point comes to rest after a motion or a buffer switch (not after
+;;    typing), it also sends infill/prefetch so the server prepares that place
+;;    (`infill-prefetch').
 ;;
 ;; Minimal set-up:
 ;;
@@ -66,6 +69,19 @@ another language server."
 
 (defcustom infill-request-timeout 10
   "Seconds to wait for a suggestion before giving up on it."
+  :type 'number)
+
+(defcustom infill-prefetch t
+  "Non-nil: tell the server where point comes to rest, so it prepares that place.
+After a command that moved point without changing the text (a motion, a
+search, a jump, a click) or switched to the buffer, and
+`infill-prefetch-delay' seconds without another command, `infill-mode'
+sends an infill/prefetch notification: the server then reads that part of
+the file in the background, and the first suggestion there comes quicker."
+  :type 'boolean)
+
+(defcustom infill-prefetch-delay 0.2
+  "Seconds point must stay put before `infill-mode' sends infill/prefetch."
   :type 'number)
 
 (defface infill-ghost-face '((t :inherit shadow))
@@ -360,6 +376,62 @@ With only one candidate known, ask the server for several first."
         (infill-dismiss)
         (setq infill--position (point)))))))
 
+;;;; Prefetch: where point comes to rest
+
+;; After each command in an `infill-mode' buffer: if the command moved point (or
+;; switched to this buffer) and did not change the text, arm a timer; when it
+;; fires with point, text and buffer as they were, send infill/prefetch (once per
+;; place: buffer, modification tick, point).  A command that edits cancels it,
+;; so typing never sends one.
+
+(defvar infill-mode)                    ; defined below
+(defvar infill--prefetch-timer nil "Pending infill/prefetch timer.")
+(defvar infill--prefetch-sent nil "(BUFFER TICK POINT) of the last infill/prefetch sent.")
+(defvar infill--prefetch-buffer nil "Buffer current after the last command in an `infill-mode' buffer.")
+(defvar-local infill--prefetch-tick nil "`buffer-chars-modified-tick' after the last command here.")
+(defvar-local infill--prefetch-point nil "Point after the last command here.")
+(defvar-local infill--prefetch-display-count nil "`buffer-display-count' after the last command here.")
+
+(defun infill--prefetch-cancel ()
+  (when infill--prefetch-timer
+    (cancel-timer infill--prefetch-timer)
+    (setq infill--prefetch-timer nil)))
+
+(defun infill--prefetch-send (buffer tick point)
+  "Send infill/prefetch at POINT in BUFFER if nothing changed since TICK."
+  (setq infill--prefetch-timer nil)
+  (when (and (buffer-live-p buffer) (eq buffer (window-buffer (selected-window))))
+    (with-current-buffer buffer
+      (let ((server (infill--server))
+            (place (list buffer tick point)))
+        (when (and server infill-mode infill-prefetch (not buffer-read-only) (not (region-active-p))
+                   (= point (point)) (= tick (buffer-chars-modified-tick))
+                   (not (equal place infill--prefetch-sent)))
+          (eglot--signal-textDocument/didChange) ; edits not yet sent come first
+          (jsonrpc-notify server :infill/prefetch (eglot--TextDocumentPositionParams))
+          (setq infill--prefetch-sent place))))))
+
+(defun infill--prefetch-after-command ()
+  "Arm the infill/prefetch timer after a move or a buffer switch that did not edit."
+  (let ((tick (buffer-chars-modified-tick))
+        ;; Another infill buffer had the last command, or this one was shown in a window again
+        ;; (after a command in a buffer without infill-mode, which this hook does not see).
+        (entered (or (not (eq infill--prefetch-buffer (current-buffer)))
+                     (not (eql buffer-display-count infill--prefetch-display-count)))))
+    (cond
+     ((not (eql tick infill--prefetch-tick)) ; the command edited (typing): not a new place
+      (infill--prefetch-cancel))
+     ((or entered (not (eql (point) infill--prefetch-point)))
+      (infill--prefetch-cancel)
+      (when infill-prefetch
+        (setq infill--prefetch-timer
+              (run-with-timer infill-prefetch-delay nil #'infill--prefetch-send
+                              (current-buffer) tick (point))))))
+    (setq infill--prefetch-buffer (current-buffer)
+          infill--prefetch-tick tick
+          infill--prefetch-point (point)
+          infill--prefetch-display-count buffer-display-count)))
+
 ;;;###autoload
 (define-minor-mode infill-mode
   "Show infill-ls suggestions as ghost text while typing.
@@ -368,9 +440,14 @@ With only one candidate known, ask the server for several first."
   :lighter " infill"
   (if infill-mode
       (progn
-        (setq infill--tick (buffer-chars-modified-tick) infill--position (point))
-        (add-hook 'post-command-hook #'infill--post-command nil t))
+        (setq infill--tick (buffer-chars-modified-tick) infill--position (point)
+              infill--prefetch-tick (buffer-chars-modified-tick) infill--prefetch-point (point)
+              infill--prefetch-display-count buffer-display-count)
+        (add-hook 'post-command-hook #'infill--post-command nil t)
+        (add-hook 'post-command-hook #'infill--prefetch-after-command nil t))
     (remove-hook 'post-command-hook #'infill--post-command t)
+    (remove-hook 'post-command-hook #'infill--prefetch-after-command t)
+    (infill--prefetch-cancel)
     (when infill--timer (cancel-timer infill--timer))
     (infill-dismiss)))
 

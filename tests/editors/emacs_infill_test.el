@@ -152,4 +152,44 @@
     (should (infill-visible-p))
     (infill-dismiss)))
 
+;; Commands run through the command loop (execute-kbd-macro), so post-command-hook runs.
+(defun infill-test-prefetches ()
+  "The server's count of infill/prefetch notifications received."
+  (plist-get (plist-get (jsonrpc-request (with-current-buffer infill-test-buffer (eglot-current-server))
+                                         :workspace/executeCommand
+                                         '(:command "infill.stats"))
+                        :prefetch)
+             :received))
+
+(defun infill-test-prefetches-after-pause (&optional expect-more-than)
+  "The count once it exceeds EXPECT-MORE-THAN (up to 3 s), or after a pause past the delay."
+  (when expect-more-than
+    (ignore-errors (infill-test-wait "a prefetch" (lambda () (> (infill-test-prefetches) expect-more-than)) 3)))
+  (sleep-for (* 2 infill-prefetch-delay))
+  (infill-test-prefetches))
+
+(ert-deftest infill-prefetch-is-sent-once-where-point-comes-to-rest-not-for-typing ()
+  (with-current-buffer (infill-test-buffer)
+    (switch-to-buffer (current-buffer))
+    (infill-test-reset-line)
+    (let ((start (infill-test-prefetches-after-pause)))
+      (execute-kbd-macro infill-test-typed)   ; typing: no prefetch
+      (should (= (infill-test-prefetches-after-pause) start))
+      (execute-kbd-macro (kbd "M-<"))         ; a motion: one
+      (should (= (infill-test-prefetches-after-pause start) (+ start 1)))
+      (execute-kbd-macro (kbd "C-n C-p"))     ; away and back within the delay: the place just sent
+      (should (= (infill-test-prefetches-after-pause) (+ start 1)))
+      ;; A motion, then another buffer before the delay is over: none; back to this one: one.
+      (execute-kbd-macro (kbd "C-e"))
+      (let ((this-command 'switch-to-buffer)) ; as the command loop runs it
+        (switch-to-buffer (get-buffer-create "*scratch*"))
+        (run-hooks 'post-command-hook)
+        (should (= (infill-test-prefetches-after-pause) (+ start 1)))
+        (switch-to-buffer infill-test-buffer)
+        (run-hooks 'post-command-hook))
+      (should (= (infill-test-prefetches-after-pause (+ start 1)) (+ start 2)))
+      (let ((infill-prefetch nil))            ; turned off: none
+        (execute-kbd-macro (kbd "M-<"))
+        (should (= (infill-test-prefetches-after-pause) (+ start 2)))))))
+
 ;;; emacs_infill_test.el ends here

@@ -203,6 +203,46 @@ local function scenario()
   wait_for("ghost text from the restarted server", function() return shown() ~= nil end)
   step("restarted", { ghost = shown(), clients = #vim.lsp.get_clients({ bufnr = buf }) })
   keys("<Esc>")
+  wait_for("normal mode", function() return vim.api.nvim_get_mode().mode == "n" end)
+
+  -- 10. Prefetch: the cursor coming to rest after a motion or a buffer switch sends one
+  -- infill/prefetch (after the 200 ms pause); typing, leaving insert mode, coming back to the
+  -- same place, or prefetch = false send none. `received` is the server's count.
+  local function received()
+    local res = client():request_sync("workspace/executeCommand", { command = "infill.stats" }, 5000, buf)
+    return res.result.prefetch.received
+  end
+  local function settle()
+    sleep(400) -- past the 200 ms pause
+    return received()
+  end
+  local function soon_above(count) -- up to 3 s for a prefetch to arrive; the test checks the counts
+    for _ = 1, 60 do
+      if received() > count then
+        break
+      end
+      sleep(50)
+    end
+    return settle()
+  end
+  local prefetched = { start = settle() }
+  keys("gg")
+  prefetched.after_motion = soon_above(prefetched.start)
+  keys("jk") -- away and back within the pause: the same place as the last one sent
+  prefetched.after_same_place = settle()
+  keys("Go# note")
+  wait_for("the typed line", function() return vim.api.nvim_get_current_line() == "# note" end)
+  prefetched.after_typing = settle()
+  keys("<Esc>")
+  prefetched.after_esc = settle()
+  vim.cmd("enew")
+  vim.cmd("buffer " .. buf)
+  prefetched.after_switch = soon_above(prefetched.after_esc)
+  infill.config.prefetch = false
+  keys("gg")
+  prefetched.off = settle()
+  infill.config.prefetch = true
+  step("prefetch", prefetched)
   step("stats_text", infill.stats_text())
   report.stats = ghost.stats
 end

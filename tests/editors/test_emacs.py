@@ -1,6 +1,7 @@
 """Emacs 28 + eglot 1.9 in batch mode with editors/emacs/infill.el against the real server:
 completion-at-point through eglot inserts the suggestion; infill-mode shows it as an overlay while
-typing, C-g dismisses, moving clears, M-<right> takes a word and TAB the rest."""
+typing, C-g dismisses, moving clears, M-<right> takes a word and TAB the rest; point coming to rest
+after a motion or a buffer switch (not typing) sends infill/prefetch."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Neovim (0.11, headless) with editors/nvim against the real server: type, see ghost text,
-leave insert mode or move and it goes, accept a word, accept the rest, and the buffer holds it."""
+leave insert mode or move and it goes, accept a word, accept the rest, and the buffer holds it;
+moving the cursor (not typing) sends infill/prefetch."""
 
 from __future__ import annotations
 
@@ -108,6 +109,17 @@ def test_toggle_stops_requests_and_restart_brings_a_working_server(nvim_run):
     restarted = nvim_run["restarted"]
     assert restarted["ghost"] == nvim_run["typed"]["ghost"]
     assert restarted["clients"] == 1, "the old server is still attached"
+
+
+def test_prefetch_is_sent_once_where_the_cursor_comes_to_rest_and_never_for_typing(nvim_run):
+    p = nvim_run["prefetch"]
+    start = p["start"]
+    assert p["after_motion"] == start + 1, f"gg: one prefetch; {p}"
+    assert p["after_same_place"] == start + 1, f"back to the place just sent: none; {p}"
+    assert p["after_typing"] == start + 1, f"G then typing a line: none (the motion was followed by an edit); {p}"
+    assert p["after_esc"] == start + 1, f"leaving insert mode is not a new place; {p}"
+    assert p["after_switch"] == start + 2, f"switching back to the buffer: one; {p}"
+    assert p["off"] == start + 2, f"prefetch = false: none; {p}"
 
 
 def test_stats_show_the_client_counters_and_the_server_model(nvim_run):

@@ -24,6 +24,7 @@ export const SERVER_OPTION_KEYS = [
   "suffixFraction",
   "kvBudgetMb",
   "requestTimeoutMs",
+  "prefetch",
   "languages",
   "logLevel",
   "logFile",

@@ -2,7 +2,8 @@
  * VS Code entry point: starts `infill-ls serve` over stdio with
  * vscode-languageclient 11 (whose built-in InlineCompletionItemFeature turns
  * the server's textDocument/inlineCompletion into ghost text), keeps a status
- * bar item, and registers the restart / toggle / stats commands.
+ * bar item, registers the restart / toggle / stats commands, and sends
+ * `infill/prefetch` where the cursor comes to rest (./prefetch decides when).
  */
 import * as fs from "fs";
 import * as vscode from "vscode";
@@ -15,10 +16,12 @@ import {
   TransportKind,
 } from "vscode-languageclient/node";
 import { changedKeys, reactionTo, serverOptions } from "./config";
+import { CursorEvent, CursorPlace, PREFETCH_METHOD, PrefetchScheduler } from "./prefetch";
 import { findServer, ServerNotFound } from "./serverPath";
 import { CompletionStats, ServerState, stateFromServerStats, statusText } from "./stats";
 
 const SECTION = "infill";
+const DOCUMENT_SCHEMES = ["file", "untitled"]; // the documents the server is sent (documentSelector)
 const STATS_COMMAND = "infill.stats"; // the server's command: counters, model status, config
 
 let client: LanguageClient | undefined;
@@ -30,6 +33,11 @@ let stopping = false;
 let pollTimer: NodeJS.Timeout | undefined;
 const REQUEST_FAILED = "last request failed";
 const stats = new CompletionStats();
+const prefetcher = new PrefetchScheduler({
+  isOn: () => enabled() && settings().get<boolean>("prefetch", true) && client?.state === State.Running,
+  versionOf: (uri) => openDocument(uri)?.version,
+  send: sendPrefetch,
+});
 
 function settings(): vscode.WorkspaceConfiguration {
   return vscode.workspace.getConfiguration(SECTION);
@@ -37,6 +45,51 @@ function settings(): vscode.WorkspaceConfiguration {
 
 function enabled(): boolean {
   return settings().get<boolean>("enable", true);
+}
+
+function openDocument(uri: string): vscode.TextDocument | undefined {
+  return vscode.workspace.textDocuments.find((doc) => doc.uri.toString() === uri);
+}
+
+/** The active editor's cursor, for a document the server has; undefined for others (output, git, ...). */
+function cursorOf(editor: vscode.TextEditor | undefined, kind?: number): CursorEvent | undefined {
+  if (!editor || !DOCUMENT_SCHEMES.includes(editor.document.uri.scheme)) return undefined;
+  const { active, isEmpty } = editor.selection;
+  const { uri, version } = editor.document;
+  const empty = isEmpty && editor.selections.length === 1; // several cursors count as a selection
+  return { uri: uri.toString(), version, line: active.line, character: active.character, empty, kind };
+}
+
+function sendPrefetch(place: CursorPlace): void {
+  const doc = openDocument(place.uri);
+  if (!doc || !client) return;
+  const c2p = client.code2ProtocolConverter;
+  client
+    .sendNotification(PREFETCH_METHOD, {
+      textDocument: c2p.asTextDocumentIdentifier(doc),
+      position: c2p.asPosition(new vscode.Position(place.line, place.character)),
+    })
+    .catch((err) => output.warn(`${PREFETCH_METHOD}: ${String(err)}`));
+}
+
+function watchCursor(): vscode.Disposable[] {
+  return [
+    vscode.window.onDidChangeTextEditorSelection((event) => {
+      if (event.textEditor !== vscode.window.activeTextEditor) return;
+      const cursor = cursorOf(event.textEditor, event.kind);
+      if (cursor) prefetcher.onSelectionChanged(cursor);
+    }),
+    vscode.window.onDidChangeActiveTextEditor((editor) => {
+      const cursor = cursorOf(editor);
+      if (cursor) prefetcher.onEditorActivated(cursor);
+      else prefetcher.cancel();
+    }),
+    vscode.workspace.onDidChangeTextDocument((event) => {
+      if (event.contentChanges.length > 0) prefetcher.onTextChanged(event.document.uri.toString());
+    }),
+    vscode.workspace.onDidCloseTextDocument((doc) => prefetcher.onDocumentClosed(doc.uri.toString())),
+    { dispose: () => prefetcher.cancel() },
+  ];
 }
 
 function updateStatus(next?: ServerState, error?: string): void {
@@ -67,7 +120,7 @@ function serverCommand(): ServerOptions {
 
 function clientOptions(): LanguageClientOptions {
   return {
-    documentSelector: [{ scheme: "file" }, { scheme: "untitled" }],
+    documentSelector: DOCUMENT_SCHEMES.map((scheme) => ({ scheme })),
     outputChannel: output,
     initializationOptions: () => serverOptions(settings()),
     middleware: {
@@ -221,6 +274,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.commands.registerCommand("infill.toggle", toggle),
     vscode.commands.registerCommand("infill.showStats", showStats),
     vscode.workspace.onDidChangeConfiguration(onConfigurationChanged),
+    ...watchCursor(),
   );
   await startClient();
 }

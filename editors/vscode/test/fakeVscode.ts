@@ -4,7 +4,7 @@
  *
  * The parts the extension and the client library actually use are small fakes that record
  * what happens (commands, status bar, messages, settings, registered inline completion
- * providers, document events); everything else is a permissive stand-in value.
+ * providers, document and editor events); everything else is a permissive stand-in value.
  */
 import Module = require("module");
 
@@ -43,6 +43,15 @@ export class Range {
       this.start = a;
       this.end = b as Position;
     }
+  }
+}
+
+export class Selection extends Range {
+  constructor(public anchor: Position, public active: Position) {
+    super(anchor, active);
+  }
+  get isEmpty() {
+    return this.anchor.line === this.active.line && this.anchor.character === this.active.character;
   }
 }
 
@@ -116,6 +125,17 @@ export class FakeDocument {
   }
 }
 
+/** A text editor showing a FakeDocument, with one cursor (or selection). */
+export class FakeEditor {
+  selections: Selection[];
+  constructor(public document: FakeDocument, line = 0, character = 0) {
+    this.selections = [new Selection(new Position(line, character), new Position(line, character))];
+  }
+  get selection() {
+    return this.selections[0];
+  }
+}
+
 export interface FakeVscode {
   module: any;
   settings: Record<string, unknown>;
@@ -128,6 +148,12 @@ export interface FakeVscode {
   documents: FakeDocument[];
   changeListeners: ((event: unknown) => void)[];
   configListeners: ((event: { affectsConfiguration(section: string): boolean }) => void)[];
+  selectionListeners: ((event: unknown) => void)[];
+  activeEditorListeners: ((editor: unknown) => void)[];
+  /** Put the cursor (or, with `anchor`, a selection) in the active editor, as a key (kind 1) or a click (2) does. */
+  moveCursor(line: number, character: number, kind?: number, anchor?: Position): void;
+  /** Make `editor` the active one and fire onDidChangeActiveTextEditor. */
+  activateEditor(editor: FakeEditor): void;
   /** Change settings and fire onDidChangeConfiguration, as the Settings editor does. */
   changeSettings(values: Record<string, unknown>): Promise<void>;
   uninstall(): void;
@@ -148,6 +174,19 @@ export function installFakeVscode(settings: Record<string, unknown>, documents: 
     documents,
     changeListeners: [],
     configListeners: [],
+    selectionListeners: [],
+    activeEditorListeners: [],
+    moveCursor(line, character, kind = 1, anchor) {
+      const editor: FakeEditor = vscode.window.activeTextEditor;
+      const active = new Position(line, character);
+      editor.selections = [new Selection(anchor ?? active, active)];
+      const event = { textEditor: editor, selections: editor.selections, kind };
+      for (const listener of fake.selectionListeners) listener(event);
+    },
+    activateEditor(editor) {
+      vscode.window.activeTextEditor = editor;
+      for (const listener of fake.activeEditorListeners) listener(editor);
+    },
     async changeSettings(values) {
       Object.assign(settings, values);
       const keys = Object.keys(values).map((k) => `infill.${k}`);
@@ -169,7 +208,7 @@ export function installFakeVscode(settings: Record<string, unknown>, documents: 
 
   Object.assign(vscode, {
     version: "1.95.0",
-    Position, Range, Uri, InlineCompletionItem, InlineCompletionList, SnippetString, ThemeColor,
+    Position, Range, Selection, Uri, InlineCompletionItem, InlineCompletionList, SnippetString, ThemeColor,
     InlineCompletionTriggerKind: { Invoke: 0, Automatic: 1 },
     StatusBarAlignment: { Left: 1, Right: 2 },
     ConfigurationTarget: { Global: 1, Workspace: 2, WorkspaceFolder: 3 },
@@ -188,6 +227,14 @@ export function installFakeVscode(settings: Record<string, unknown>, documents: 
     visibleTextEditors: [],
     activeTextEditor: undefined,
     tabGroups: { all: [], onDidChangeTabs: disposable },
+    onDidChangeTextEditorSelection: (listener: any, thisArg?: unknown) => {
+      fake.selectionListeners.push(listener.bind(thisArg));
+      return disposable();
+    },
+    onDidChangeActiveTextEditor: (listener: any, thisArg?: unknown) => {
+      fake.activeEditorListeners.push(listener.bind(thisArg));
+      return disposable();
+    },
   });
   for (const kind of ["showErrorMessage", "showWarningMessage", "showInformationMessage"]) {
     vscode.window[kind] = async (message: string) => {
@@ -212,6 +259,7 @@ export function installFakeVscode(settings: Record<string, unknown>, documents: 
       fake.changeListeners.push(listener.bind(thisArg));
       return disposable();
     },
+    onDidCloseTextDocument: () => disposable(),
   });
   vscode.languages = standIn("vscode.languages");
   Object.assign(vscode.languages, {

@@ -5,6 +5,7 @@
 -- See :help infill.
 local compat = require("infill.compat")
 local ghost = require("infill.ghost")
+local prefetch = require("infill.prefetch")
 
 local M = {}
 
@@ -31,6 +32,9 @@ local defaults = {
     dismiss = "<C-]>",
   },
   enabled = true,
+  -- Tell the server where the cursor comes to rest (after a motion or a buffer switch, not after
+  -- typing), so it prepares that place before you type there. See infill.prefetch.
+  prefetch = true,
 }
 
 M.config = vim.deepcopy(defaults)
@@ -93,6 +97,7 @@ local function on_attach(client, bufnr)
   elseif M.config.enabled then
     ghost.attach(bufnr)
   end
+  prefetch.attach(bufnr)
   map_keys(bufnr)
 end
 
@@ -158,6 +163,7 @@ function M.restart()
     for bufnr in pairs(client.attached_buffers or {}) do
       table.insert(buffers, bufnr)
       ghost.detach(bufnr)
+      prefetch.detach(bufnr)
     end
     compat.stop(client, true)
   end
@@ -219,6 +225,8 @@ end
 function M.setup(opts)
   M.config = vim.tbl_deep_extend("force", vim.deepcopy(defaults), opts or {})
   ghost.config.debounce_ms = M.config.debounce_ms
+  prefetch.config.client_name = ghost.config.client_name
+  prefetch.config.active = function() return M.config.enabled and M.config.prefetch end
   vim.api.nvim_set_hl(0, "InfillGhostText", { link = "Comment", default = true })
 
   local group = vim.api.nvim_create_augroup("infill", { clear = true })

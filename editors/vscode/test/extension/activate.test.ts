@@ -1,7 +1,8 @@
 /**
  * The compiled extension with the real vscode-languageclient 11 and the real server; only
  * VS Code is replaced by the recording stand-in of ../fakeVscode. This is what a user sees:
- * status bar, ghost text from the inline completion provider, toggle, stats, errors.
+ * status bar, ghost text from the inline completion provider, toggle, stats, errors, and
+ * infill/prefetch where the cursor comes to rest.
  *
  * Needs INFILL_TEST_PYTHON (an interpreter with infill-ls installed, used as infill.serverPath)
  * and INFILL_TEST_MODEL; tests/editors/test_vscode.py sets both.
@@ -9,7 +10,8 @@
 import * as assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { CancellationTokenSource } from "vscode-languageserver-protocol";
-import { FakeDocument, FakeVscode, installFakeVscode, Position } from "../fakeVscode";
+import { PREFETCH_DELAY_MS } from "../../src/prefetch";
+import { FakeDocument, FakeEditor, FakeVscode, installFakeVscode, Position } from "../fakeVscode";
 
 const python = process.env.INFILL_TEST_PYTHON;
 const model = process.env.INFILL_TEST_MODEL;
@@ -20,6 +22,10 @@ let extension: typeof import("../../src/extension");
 const doc = new FakeDocument("/tmp/infill-extension-test/add.py", "python", "import os\n\n\n");
 const token = { isCancellationRequested: false, onCancellationRequested: () => ({ dispose() {} }) };
 const AUTOMATIC = { triggerKind: 1, selectedCompletionInfo: undefined }; // vscode.InlineCompletionTriggerKind
+const MOUSE = 2; // vscode.TextEditorSelectionChangeKind
+const PAUSE_MS = 3 * PREFETCH_DELAY_MS; // long enough for a prefetch to be sent and counted
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function until(what: string, condition: () => boolean, limitMs = 60_000) {
   const deadline = Date.now() + limitMs;
@@ -38,8 +44,9 @@ function itemsOf(result: any): any[] {
 }
 
 /**
- * Type text at the end of `line` as VS Code does: a change event per key, each followed by an
- * inline completion request that the next key cancels; the last one is answered.
+ * Type text at the end of `line` as VS Code does: a change event per key (and the cursor moved
+ * by it, kind Keyboard, when an editor shows the document), each followed by an inline
+ * completion request that the next key cancels; the last one is answered.
  */
 async function type(line: number, text: string) {
   const provider = fake.inlineProviders[0];
@@ -50,6 +57,7 @@ async function type(line: number, text: string) {
     const lineText = doc.getText().split("\n")[line];
     const event = doc.insert(new Position(line, lineText.length), ch);
     for (const listener of fake.changeListeners) listener(event);
+    if (fake.module.window.activeTextEditor?.document === doc) fake.moveCursor(line, lineText.length + 1, 1);
     previous = new CancellationTokenSource();
     last = Promise.resolve(
       provider.provideInlineCompletionItems(doc, new Position(line, lineText.length + 1), AUTOMATIC, previous.token),
@@ -136,4 +144,33 @@ test("restart starts a fresh server that comes back ready and answers", { skip }
   const provider = fake.inlineProviders[fake.inlineProviders.length - 1];
   const result = await provider.provideInlineCompletionItems(doc, new Position(2, 14), AUTOMATIC, token);
   assert.ok(itemsOf(result).length >= 1, "the restarted server gave no suggestion");
+});
+
+/** The server's count of infill/prefetch notifications, from what "Show Stats" writes. */
+async function serverPrefetches(): Promise<number> {
+  const before = fake.output.length;
+  await fake.commands.get("infill.showStats")!();
+  const text = fake.output.slice(before).join("\n");
+  return JSON.parse(text.slice(text.indexOf("Server: ") + "Server: ".length)).prefetch.received;
+}
+
+test("the cursor coming to rest after a switch or a click sends infill/prefetch; typing does not", { skip }, async () => {
+  const start = await serverPrefetches();
+  fake.activateEditor(new FakeEditor(doc, 0, 0)); // switching to the file: one
+  await sleep(PAUSE_MS);
+  assert.equal(await serverPrefetches(), start + 1, "switching to an editor");
+  fake.moveCursor(1, 0, MOUSE); // a click on the empty line 1: one
+  fake.moveCursor(1, 0, MOUSE); // the same place again: not twice
+  await sleep(PAUSE_MS);
+  assert.equal(await serverPrefetches(), start + 2, "a click");
+  await type(1, "x = 1"); // typing there, the cursor moving with each key: none
+  await sleep(PAUSE_MS);
+  assert.equal(await serverPrefetches(), start + 2, "typing");
+  await fake.changeSettings({ prefetch: false });
+  fake.moveCursor(0, 3, MOUSE);
+  await sleep(PAUSE_MS);
+  await fake.changeSettings({ prefetch: true });
+  fake.moveCursor(0, 5, MOUSE);
+  await sleep(PAUSE_MS);
+  assert.equal(await serverPrefetches(), start + 3, "off: none; on again: one");
 });

@@ -1,7 +1,8 @@
 /**
  * The real server, spoken to over the protocol stack VS Code's client uses
  * (vscode-jsonrpc + vscode-languageserver-protocol), with the capabilities and
- * initializationOptions the extension sends: open a document, type, get ghost text.
+ * initializationOptions the extension sends: open a document, type, get ghost text; tell it
+ * where the cursor came to rest (infill/prefetch).
  *
  * Needs INFILL_SERVER_CMD (JSON array: the command that runs `infill-ls serve`) and
  * INFILL_TEST_MODEL (a checkpoint folder); tests/editors/test_vscode_protocol.py sets both.
@@ -31,6 +32,7 @@ import {
   StreamMessageReader,
   StreamMessageWriter,
 } from "vscode-languageserver-protocol/node";
+import { PREFETCH_METHOD } from "../../src/prefetch";
 import { defaultInitializationOptions, vscodeClientCapabilities } from "./vscodeClient";
 
 const serverCmd: string[] | undefined = process.env.INFILL_SERVER_CMD && JSON.parse(process.env.INFILL_SERVER_CMD);
@@ -214,4 +216,23 @@ test("changed settings reach the server: a language left out gets no suggestion,
   settings = { ...settings, languages: ["*"] };
   await connection.sendNotification(DidChangeConfigurationNotification.type, { settings: { infill: settings } });
   assert.ok(items(await request()).length >= 1, "suggestions did not come back after re-enabling python");
+});
+
+test("infill/prefetch, sent as the extension sends it, is received; with prefetch off it is ignored", { skip }, async () => {
+  const received = async () => (await serverStats()).prefetch.received as number;
+  const prefetch = () =>
+    connection.sendNotification(PREFETCH_METHOD, { textDocument: { uri: URI }, position: { line: 0, character: 3 } });
+  const before = await received();
+  await prefetch();
+  const deadline = Date.now() + 5_000;
+  while ((await received()) === before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(await received(), before + 1);
+
+  settings = { ...settings, prefetch: false };
+  await connection.sendNotification(DidChangeConfigurationNotification.type, { settings: { infill: settings } });
+  await prefetch();
+  await new Promise((r) => setTimeout(r, 300));
+  settings = { ...settings, prefetch: true };
+  await connection.sendNotification(DidChangeConfigurationNotification.type, { settings: { infill: settings } });
+  assert.equal(await received(), before + 1, "the server counted a prefetch with prefetch off");
 });
