@@ -41,11 +41,12 @@ def causal_mask(start: int, t: int, device: torch.device) -> torch.Tensor:
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-           start: int, scale: float, flash: bool) -> torch.Tensor:
+           start: int, scale: float, flash: bool, decode=None) -> torch.Tensor:
     """Write the new keys/values at positions [start, start+T) and attend causally.
 
     q: (T, H, D); k, v: (T, Hk, D) with H % Hk == 0 (query head h reads kv head h // (H/Hk)).
-    Returns (T, H*D). Cache positions < start must already hold earlier tokens.
+    Returns (T, H*D). Cache positions < start must already hold earlier tokens. `decode`: a compiled
+    kernel for one new token with one query row per kv head (inference.decode_attention), or None.
     """
     t, h, d = q.shape
     hk = k.shape[1]
@@ -59,6 +60,10 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Ten
     v_cache[:, start:end] = v.transpose(0, 1)
     keys, values = k_cache[:, :end], v_cache[:, :end]  # (Hk, S, D) views
     g = h // hk
+    if decode is not None and t == 1 and g == 1 and start > 0:
+        out = decode(q.transpose(0, 1).contiguous(), keys, values, scale)  # (H, 1, D)
+        if out is not None:
+            return out.reshape(1, h * d)
     fresh = start == 0 and t > 1  # a fresh prefill: plain causal attention, SDPA skips the masked half
     if fresh or t > FOLD_MAX_TOKENS:
         # Many new tokens: query head h reads kv head h // g (enable_gqa); after a cached prefix under

@@ -156,10 +156,15 @@ class _CompiledOrEager:
 def compiled_decode_ops(act) -> SimpleNamespace:
     """Ops for one-token steps on CPU (see the module docstring)."""
     eager = eager_ops(act)
-    if os.environ.get("INFILL_LS_NO_COMPILE") == "1":
+    if not compiling_allowed():
         return eager
     return SimpleNamespace(**{name: _CompiledOrEager(fn, getattr(eager, name), name)
                               for name, fn in ops_taking_lin(act).items()})
+
+
+def compiling_allowed() -> bool:
+    """False when INFILL_LS_NO_COMPILE=1 (eager decode ops and attention: no compiler needed)."""
+    return os.environ.get("INFILL_LS_NO_COMPILE") != "1"
 
 
 def wants_compiled_decode(device: torch.device, dtype: torch.dtype) -> bool:

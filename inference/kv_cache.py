@@ -28,6 +28,7 @@ class KVSpec:
     dtype: torch.dtype
     device: torch.device
     flash: bool
+    decode: object = None  # the compiled decode-step attention (inference.decode_attention), if any
 
     def bytes_per_position(self) -> int:
         return 2 * self.n_layers * self.kv_heads * self.head_dim * torch.finfo(self.dtype).bits // 8
@@ -84,7 +85,8 @@ class SessionKV:
         self.start = len(self.tokens)
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-        return attend(q, k, v, self.keys[layer], self.values[layer], self.start, scale, self.spec.flash)
+        return attend(q, k, v, self.keys[layer], self.values[layer], self.start, scale, self.spec.flash,
+                      self.spec.decode)
 
     def advance(self, token_ids: list[int]) -> None:
         """Record the tokens the last forward wrote."""

@@ -16,7 +16,8 @@ import torch
 
 from .errors import ModelError
 from .attention import flash_available
-from .blocks import compiled_decode_ops, wants_compiled_decode
+from .blocks import compiled_decode_ops, compiling_allowed, wants_compiled_decode
+from .decode_attention import DecodeAttention
 from .fim import FimFormat, fim_format
 from .kv_cache import KVSpec, SessionKV
 from .models import MODEL_CLASSES
@@ -53,7 +54,7 @@ class LanguageModel:
     def kv_spec(self) -> KVSpec:
         m = self.model
         return KVSpec(m.n_layers, m.kv_heads, m.head_dim, self.max_context, self.dtype, self.device,
-                      flash_available(self.device, self.dtype))
+                      flash_available(self.device, self.dtype), getattr(m, "decode_attention", None))
 
     @torch.inference_mode()
     def full_logits(self, ids: list[int]) -> torch.Tensor:
@@ -192,4 +193,6 @@ def load_model(source=None, device="cpu", dtype="auto", family: str | None = Non
     weights.finish()
     if compile_decode and wants_compiled_decode(dev, dt):
         model.decode_ops = compiled_decode_ops(model.act)
+        if compiling_allowed():
+            model.decode_attention = DecodeAttention()
     return LanguageModel(fam, cfg, tokenizer, model, dev, dt, folder)

@@ -1,5 +1,6 @@
-"""The attention function: SDPA path against a plain softmax reference, and flash-attn against SDPA
-on CUDA (skipped where there is no GPU or no flash-attn)."""
+"""The attention function: SDPA path against a plain softmax reference, the compiled decode-step
+kernel against the same reference, and flash-attn against SDPA on CUDA (skipped where there is no GPU
+or no flash-attn)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from inference import attention
 from inference.attention import FOLD_MAX_TOKENS, attend, kv_buffer_shape
+from inference.decode_attention import DecodeAttention
 
 
 def reference(q, keys, values, start, scale):
@@ -24,16 +26,16 @@ def reference(q, keys, values, start, scale):
     return (scores.softmax(-1) @ v).transpose(0, 1).reshape(t, h * d)
 
 
-def run(q, k_all, v_all, start, flash, device="cpu", dtype=torch.float32):
+def run(q, k_all, v_all, start, flash, device="cpu", dtype=torch.float32, decode=None, capacity=64):
     """Fill the cache with positions < start, then attend the last T positions."""
     t, _, d = q.shape
     hk = k_all.shape[1]
-    shape = kv_buffer_shape(flash, hk, 64, d)
+    shape = kv_buffer_shape(flash, hk, capacity, d)
     kc = torch.zeros(shape, device=device, dtype=dtype)
     vc = torch.zeros(shape, device=device, dtype=dtype)
     if start:
         attend(q[:1].new_zeros(start, q.shape[1], d), k_all[:start], v_all[:start], kc, vc, 0, 1.0, flash)
-    return attend(q, k_all[start:], v_all[start:], kc, vc, start, 1 / math.sqrt(d), flash)
+    return attend(q, k_all[start:], v_all[start:], kc, vc, start, 1 / math.sqrt(d), flash, decode)
 
 
 @pytest.mark.parametrize("heads,kv_heads", [(4, 4), (4, 1), (6, 2)])
@@ -79,3 +81,55 @@ def test_low_precision_cpu_steps_match_reference(dtype, heads, kv_heads, t):
     assert ours.dtype == dtype
     exact = reference(q.float(), k_all.float(), v_all.float(), start, 1 / math.sqrt(d))
     assert torch.allclose(ours.float(), exact, atol=2e-2, rtol=2e-2), (ours.float() - exact).abs().max()
+
+
+@pytest.fixture(scope="module")
+def decode_kernel():
+    return DecodeAttention()  # compiled once for the module (a few seconds)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_compiled_decode_step_matches_reference_at_every_cache_length(decode_kernel, dtype, tol):
+    """One new token, one query row per kv head: the compiled kernel (symbolic shapes) serves every
+    cache length with one build and matches the plain reference."""
+    torch.manual_seed(2)
+    heads, d = 4, 16
+    calls = []
+    kernel = decode_kernel
+
+    def counting(*args):
+        out = kernel(*args)
+        calls.append(out is not None)
+        return out
+
+    for start in (1, 2, 7, 63, 200, 511):
+        q = torch.randn(1, heads, d).to(dtype)
+        k_all, v_all = torch.randn(start + 1, heads, d).to(dtype), torch.randn(start + 1, heads, d).to(dtype)
+        ours = run(q, k_all, v_all, start, flash=False, dtype=dtype, decode=counting, capacity=512 + 256)
+        exact = reference(q.float(), k_all.float(), v_all.float(), start, 1 / math.sqrt(d))
+        assert ours.dtype == dtype and ours.shape == (1, heads * d)
+        assert torch.allclose(ours.float(), exact, atol=tol, rtol=tol), (start, (ours.float() - exact).abs().max())
+    assert calls == [True] * 6  # the kernel ran every time (no fallback)
+    assert sum(key[0] == dtype for key in kernel.compiled) == 1  # one build for every length
+
+
+def test_decode_kernel_is_not_used_for_shared_kv_heads_or_several_tokens_and_falls_back_when_it_fails(monkeypatch):
+    torch.manual_seed(3)
+    d = 16
+
+    def must_not_run(*args):
+        raise AssertionError("the decode kernel ran")
+
+    for heads, kv_heads, t in [(4, 1, 1), (6, 2, 1), (4, 4, 2)]:  # MQA/GQA rows, or several new tokens: SDPA
+        q = torch.randn(t, heads, d)
+        k_all, v_all = torch.randn(9 + t, kv_heads, d), torch.randn(9 + t, kv_heads, d)
+        ours = run(q, k_all, v_all, 9, flash=False, decode=must_not_run)
+        assert torch.allclose(ours, reference(q, k_all, v_all, 9, 1 / math.sqrt(d)), atol=1e-5)
+
+    broken = DecodeAttention()
+    monkeypatch.setattr("inference.decode_attention._compile", lambda *a: 1 / 0)
+    q = torch.randn(1, 4, d)
+    k_all, v_all = torch.randn(10, 4, d), torch.randn(10, 4, d)
+    ours = run(q, k_all, v_all, 9, flash=False, decode=broken)
+    assert broken.compiled is None  # switched off for good
+    assert torch.allclose(ours, reference(q, k_all, v_all, 9, 1 / math.sqrt(d)), atol=1e-5)

@@ -4,6 +4,7 @@ eager instead of failing."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -62,12 +63,13 @@ def _step_logits(lm, prompt: list[int], tokens: list[int]) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def test_compiled_fp32_decode_matches_eager(tmp_path, monkeypatch):
+@pytest.mark.parametrize("make", [ck.make_gpt_bigcode, ck.make_codegen])
+def test_compiled_fp32_decode_matches_eager(tmp_path, monkeypatch, make):
     """Really compiles (the suite otherwise runs with INFILL_LS_NO_COMPILE=1): an fp32 model loaded the
-    way the server loads it decodes with compiled ops, its logits within 1e-4 of the eager model's at
-    every step and its greedy tokens identical."""
+    way the server loads it decodes with compiled ops (and, multi-head CodeGen, the compiled decode
+    attention), its logits within 1e-4 of the eager model's at every step and its greedy tokens identical."""
     monkeypatch.delenv("INFILL_LS_NO_COMPILE", raising=False)
-    folder = ck.make_gpt_bigcode(tmp_path / "m", seed=5)
+    folder = make(tmp_path / "m", seed=5)
     compiled = load_model(folder, dtype="float32")
     eager = load_model(folder, dtype="float32", compile_decode=False)
     assert compiled.model.decode_ops is not None and eager.model.decode_ops is None
@@ -77,6 +79,8 @@ def test_compiled_fp32_decode_matches_eager(tmp_path, monkeypatch):
     b = Engine(eager).generate(ids, params)
     assert a.token_ids == b.token_ids
     assert compiled.model.decode_ops.head.compiled  # it ran compiled (one graph), no fallback to eager
+    if make is ck.make_codegen:  # one query row per kv head: the compiled attention ran, one build
+        assert len(compiled.model.decode_attention.compiled) == 1
     la, lb = _step_logits(compiled, ids, a.token_ids), _step_logits(eager, ids, a.token_ids)
     assert la.shape[0] == len(a.token_ids) + 1
     assert torch.allclose(la, lb, atol=1e-4, rtol=1e-4), (la - lb).abs().max()
@@ -94,5 +98,6 @@ def test_compiled_bf16_decode_tracks_fp32_like_eager_bf16(tmp_path, monkeypatch)
     tokens = Engine(exact).generate(ids, GenerationParams(max_new_tokens=10)).token_ids
     lc, le, lx = (_step_logits(lm, ids, tokens) for lm in (compiled, eager, exact))
     assert compiled.model.decode_ops.parallel_out.compiled  # ran compiled, no fallback to eager
+    assert compiled.model.decode_attention.compiled
     err_compiled, err_eager = (lc - lx).abs().max().item(), (le - lx).abs().max().item()
     assert err_compiled <= 2 * err_eager + 1e-3, (err_compiled, err_eager)

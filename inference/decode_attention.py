@@ -1,0 +1,68 @@
+"""A decode step's attention on CPU for multi-head models (one query row per kv head: CodeGen,
+CodeGen2, XGLM), as one compiled kernel whose shapes are symbolic, so the same compiled code serves
+every cache length.
+
+SDPA's CPU kernel is slow for one query row per head in bf16 (attention.attend casts to fp32 instead,
+a copy of the whole cache per layer and step), and its fp32 path has fixed costs. The kernel here reads
+the cache once in its own dtype and accumulates in fp32. Measured per layer, 16 heads x 64, 2 threads:
+545 cached positions bf16 0.21 -> 0.09 ms, fp32 0.085 -> 0.061 ms; 2 000 positions bf16 1.05 -> 0.23 ms,
+fp32 0.31 -> 0.23 ms. With several query rows per kv head (MQA, GQA) SDPA is faster, so it keeps those.
+
+Traced with make_fx in symbolic mode and compiled by inductor directly (no TorchDynamo guards on each
+call, see blocks._CompiledOrEager). If compiling fails, `__call__` answers None for good and the caller
+uses SDPA.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def one_row_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """q (Hk, 1, D); k, v (Hk, S, D) -> (Hk, 1, D), in fp32 inside."""
+    scores = (k.float() * q.float()).sum(-1) * scale  # (Hk, S)
+    p = torch.softmax(scores, -1)
+    return (p[:, :, None] * v.float()).sum(1, keepdim=True).to(q.dtype)
+
+
+class DecodeAttention:
+    """Compiled `one_row_attention`, one build per (dtype, heads, head dim, scale)."""
+
+    def __init__(self) -> None:
+        self.compiled: dict | None = {}  # None once compiling failed
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor | None:
+        """q (Hk, 1, D) contiguous; k, v (Hk, S, D) views with the last two dims dense and the same
+        strides (the cache's layout). None: not available here, use SDPA."""
+        if self.compiled is None or k.stride() != v.stride() or k.stride(2) != 1 or k.stride(1) != k.shape[2]:
+            return None
+        key = (q.dtype, k.shape[0], k.shape[2], scale)
+        try:
+            fn = self.compiled.get(key)
+            if fn is None:
+                fn = self.compiled[key] = _compile(q.dtype, k.shape[0], k.shape[2], scale)
+            out = fn(q, k, v)
+        except Exception as e:  # noqa: BLE001 - any compiler problem means "use SDPA"
+            log.warning("compiling the decode attention failed (%s); using SDPA", e)
+            self.compiled = None
+            return None
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+
+def _compile(dtype: torch.dtype, heads: int, head_dim: int, scale: float):
+    from torch._inductor.compile_fx import compile_fx
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    # Examples: the cache length is symbolic and the kv views' first stride is a symbol of its own
+    # (a view of a larger buffer, as the cache is). k and v must be distinct tensors: the same one
+    # twice would be traced as one input.
+    q = torch.zeros(heads, 1, head_dim, dtype=dtype)
+    k, v = (torch.zeros(heads, 16, head_dim, dtype=dtype)[:, :8] for _ in range(2))
+    graph = make_fx(lambda q, k, v: one_row_attention(q, k, v, scale), tracing_mode="symbolic")(q, k, v)
+    fakes = [n.meta["val"] for n in graph.graph.nodes if n.op == "placeholder"]
+    with fakes[0].fake_mode:
+        return compile_fx(graph, fakes)
