@@ -102,14 +102,16 @@ async def suggest(server, req: Request, background: bool = False) -> Answer | No
     # 3. identical prompt seen recently
     cacheable = cfg.temperature == 0 and n == 1
     key = server.cache.key(prompt.ids, state.generation, max_new, multi_line, cfg.top_p)
+    warm_only = False
     if cacheable:
         hit = server.cache.get(key)
         if hit is not None and background:
+            # the suggestion is known; the run only makes sure the document's KV cache holds this
+            # prompt (it may have been evicted since): a prefill of what is missing, no decoding
             if hit:
                 server.typing.remember(req.uri, ctx, hit)
-            stats.count("prefetch.skipped")
-            return None
-        if hit is not None:
+            warm_only = True
+        elif hit is not None:
             server.typing.remember(req.uri, ctx, hit)
             total_ms = (time.perf_counter() - t0) * 1000
             stats.served("cache", total_ms, bool(hit))
@@ -129,8 +131,8 @@ async def suggest(server, req: Request, background: bool = False) -> Answer | No
             return None
         for i in range(n):
             temperature = cfg.temperature if i == 0 else (cfg.temperature or SAMPLING_TEMPERATURE)
-            result, job, timings = await _generate(server, lm, ticket, ctx, prompt, max_new, temperature, cfg,
-                                                   BACKGROUND_TIME_LIMIT_S if background else None)
+            result, job, timings = await _generate(server, lm, ticket, ctx, prompt, 0 if warm_only else max_new,
+                                                   temperature, cfg, BACKGROUND_TIME_LIMIT_S if background else None)
             if result is None:
                 break
             timings.update(prompt_ms=round(prompt_ms, 2), prompt_layout=prompt.layout,
@@ -144,7 +146,7 @@ async def suggest(server, req: Request, background: bool = False) -> Answer | No
                 suggestions.append(s)
             _log_model_run(server, builder, what, request_id, i, timings, prompt, result, s)
         else:
-            if cacheable:
+            if cacheable and not warm_only:
                 server.cache.put(key, list(suggestions))
         if ticket.cancel.is_set() and not suggestions:
             stats.count(cancelled)

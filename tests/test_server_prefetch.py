@@ -5,6 +5,7 @@ tokens; it keeps its suggestion; it never delays a request; bad params are dropp
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from lsprotocol import types as t
@@ -42,7 +43,7 @@ def prefetch(doc: Doc, offset: int, **override) -> None:
 
 
 async def test_prefetch_warms_the_place_so_the_first_keystroke_prefills_a_few_tokens(starcoder):
-    async with running_server({**FAST, "model": starcoder}) as client:
+    async with running_server({**FAST, "model": starcoder, "logLevel": "info"}) as client:
         await wait_model(client)
         doc = Doc(client, "file:///w/long.py", LONG)
         here = doc.offset_of("def function_40") - 2  # the end of a line deep in the file
@@ -74,10 +75,32 @@ async def test_prefetch_warms_the_place_so_the_first_keystroke_prefills_a_few_to
         if s["modelRuns"] == 2:  # (not typed through the prefetched suggestion)
             assert s["last"]["prefill_tokens"] <= 8 and s["last"]["reused_tokens"] > 300
 
-        # the same place again: nothing to do
+        # the same place again: its suggestion is known, the run only checks the KV cache (one token)
         prefetch(doc, here + 1)
-        s = await wait_for(lambda s: s["prefetch"]["received"] == 2, client)
-        assert s["prefetch"]["skipped"] == 1 and s["prefetch"]["modelRuns"] == 1
+        s = await wait_for(lambda s: s["prefetch"]["modelRuns"] == 2, client)
+        assert prefetch_prefills(client)[-1] <= 1
+
+        # closed and opened again (its KV cache is gone, the suggestion still in the result cache): the
+        # prefetch refills the KV cache, so the keystroke after the cached answer prefills a few tokens
+        doc.close()
+        again = Doc(client, "file:///w/long.py", doc.text)
+        prefetch(again, here + 1)
+        s = await wait_for(lambda s: s["prefetch"]["modelRuns"] == 3, client, timeout=30)
+        assert prefetch_prefills(client)[-1] > 300
+        runs = s["modelRuns"]
+        await again.inline(here + 1)
+        assert (await stats(client))["modelRuns"] == runs  # from the result cache
+        again.insert(here + 1, "z")
+        await again.inline(here + 2)
+        s = await stats(client)
+        if s["modelRuns"] > runs:
+            assert s["last"]["prefill_tokens"] <= 8
+
+
+def prefetch_prefills(client) -> list[int]:
+    """prefill_tokens of each prefetch model run, from the server's log."""
+    return [int(m.group(1)) for m in (re.search(r"^prefetch #\d+\.0 .*?prefill_tokens=(\d+)", x.message)
+                                      for x in client.log_messages) if m]
 
 
 async def test_a_request_cancels_a_running_prefetch_and_a_prefetch_never_delays_a_request(slow_starcoder):
