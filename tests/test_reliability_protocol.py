@@ -271,7 +271,22 @@ def test_random_option_values_in_configuration_never_break_the_server(server, ch
     server.notify("workspace/didChangeConfiguration", {"settings": {
         "model": checkpoint, "device": "auto", "dtype": "auto", "prefillDtype": "auto", "kvBudgetMb": 256, "languages": ["*"],
         "logLevel": "warning", "maxNewTokensSingleLine": 4, "maxNewTokensMultiLine": 8, "requestTimeoutMs": 5000,
-        "debounceMs": 0, "rateLimit": 20, "contextTokens": 0, "numCandidates": 3, "temperature": 0}})
+        "debounceMs": 0, "rateLimit": 20, "contextTokens": 0, "numCandidates": 3, "temperature": 0,
+        "prefetch": True}})
+
+
+prefetch_params = json_values | st.fixed_dictionaries({
+    "textDocument": st.fixed_dictionaries({"uri": st.sampled_from(["file:///w/ok.py", "file:///w/nope.py"]) | json_values}),
+    "position": st.fixed_dictionaries({"line": st.integers(-3, 2**40) | json_values,
+                                       "character": st.integers(-3, 2**40) | json_values})})
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(params=prefetch_params)
+def test_random_prefetch_params_never_break_the_server_or_touch_the_document(server, params):
+    server.notify("infill/prefetch", params)
+    assert doc_text(server, "file:///w/ok.py") == SOURCE
+    assert server.wait_model()["model"]["status"] == "ready"  # (the test above may leave it reloading)
 
 
 def test_initialize_with_every_option_wrong_still_starts_with_warnings(tmp_path):
