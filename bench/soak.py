@@ -5,7 +5,7 @@ load against the same requests when idle. Not a test (tests/test_reliability_soa
 version with assertions).
 
     nice -n 10 python bench/soak.py [--duration 120] [--docs 20] [--kv-budget-mb 8] [--keys-per-second 20]
-                                    [--model FOLDER] [--threads 1]
+                                    [--model FOLDER] [--threads 1] [--prefetch-every 3]
 
 Without --model it builds a random GPTBigCode (MHA, 2 x 128, 1024 positions: 2 MiB of KV per full
 document) so that 20 documents would hold ~40 MiB of KV without the budget.
@@ -111,6 +111,7 @@ class SoakResult:
             f"  server: model runs {s.get('modelRuns')}, errors {s.get('errors')}, timeouts {s.get('timeouts')}, "
             f"superseded {s.get('superseded')}, cancelled {s.get('cancelled')}, reused tokens "
             f"{s.get('reusedTokens', {}).get('total')}",
+            "  prefetches: " + ", ".join(f"{k} {v}" for k, v in s.get("prefetch", {}).items()),
             f"  RSS MiB: idle baseline {self.baseline_rss_mb:.1f} | peak {peak:.1f} (+{peak - self.baseline_rss_mb:.1f})"
             f" | max 1st half {first:.1f}, max 2nd half {second:.1f} (growth {second - first:+.1f})",
             f"  KV bytes: max {max(self.kv_bytes, default=0) / 2**20:.2f} MiB vs budget {self.kv_budget_mb} MiB",
@@ -129,8 +130,11 @@ class SoakResult:
 
 def run_soak(model: str, duration_s: float = 120.0, docs: int = 20, kv_budget_mb: int = 8,
              keys_per_second: float = 20.0, threads: int = 1, request_timeout_ms: int = 2000,
-             log=print, options: dict | None = None, env: dict | None = None) -> SoakResult:
-    """`options`: more initializationOptions (e.g. prefillDtype); `env`: more server environment."""
+             log=print, options: dict | None = None, env: dict | None = None,
+             prefetch_every: int = 0) -> SoakResult:
+    """`options`: more initializationOptions (e.g. prefillDtype); `env`: more server environment;
+    `prefetch_every` N > 0: every Nth keystroke also sends infill/prefetch for the next document's cursor
+    (far more often than an editor would: its clients wait for the cursor to rest 200 ms)."""
     result = SoakResult(duration_s, docs, kv_budget_mb)
     client = RawClient(None, env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **(env or {})})
     try:
@@ -166,6 +170,10 @@ def run_soak(model: str, duration_s: float = 120.0, docs: int = 20, kv_budget_mb
             doc = open_docs[i % docs]
             i += 1
             _type_one(client, doc, result)
+            if prefetch_every and i % prefetch_every == 0:
+                nxt = open_docs[i % docs]
+                client.notify("infill/prefetch", {"textDocument": {"uri": nxt.uri},
+                                                  "position": {"line": nxt.line, "character": nxt.col}})
             if doc.pending is not None and doc.pending not in client.responses:
                 client.notify("$/cancelRequest", {"id": doc.pending})  # what editors do on the next key
                 result.completions_cancelled_by_client += 1
@@ -231,14 +239,18 @@ def main(argv=None) -> int:
     parser.add_argument("--keys-per-second", type=float, default=20.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", help="checkpoint folder (default: a random 2 x 128 GPTBigCode)")
+    parser.add_argument("--prefetch-every", type=int, default=0,
+                        help="every Nth keystroke also sends infill/prefetch for the next document (0: none)")
     parser.add_argument("--baseline-budget-mb", type=int, default=0,
                         help="also run the same soak with this (large) budget, as the unbounded baseline")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or str(build_model(Path(tmp) / "soak-model"))
-        result = run_soak(model, args.duration, args.docs, args.kv_budget_mb, args.keys_per_second, args.threads)
+        result = run_soak(model, args.duration, args.docs, args.kv_budget_mb, args.keys_per_second, args.threads,
+                          prefetch_every=args.prefetch_every)
         baseline = args.baseline_budget_mb and run_soak(model, args.duration, args.docs, args.baseline_budget_mb,
-                                                        args.keys_per_second, args.threads)
+                                                        args.keys_per_second, args.threads,
+                                                        prefetch_every=args.prefetch_every)
     print(result.report())
     if baseline:
         print("baseline with a large budget:")

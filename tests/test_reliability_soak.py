@@ -1,6 +1,7 @@
 """A short soak (the long one is bench/soak.py): 20 documents, rapid typing in all of them through
-the real server with a small KV budget. RSS levels off within the budget plus a fixed overhead,
-every request gets an answer within its bound, and other requests stay fast."""
+the real server with a small KV budget, and a prefetch for another document every third keystroke.
+RSS levels off within the budget plus a fixed overhead, every request gets an answer within its
+bound, and other requests stay fast."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ FIXED_OVERHEAD_MB = 150  # activations, allocator slack, Python objects: measure
 def test_short_soak_memory_levels_off_and_waits_are_bounded(tmp_path):
     model = str(build_model(tmp_path / "soak-model"))
     r = run_soak(model, duration_s=DURATION_S, docs=20, kv_budget_mb=BUDGET_MB, keys_per_second=20,
-                 request_timeout_ms=REQUEST_TIMEOUT_MS, log=lambda *a: None)
+                 request_timeout_ms=REQUEST_TIMEOUT_MS, log=lambda *a: None, prefetch_every=3)
     print(r.report())
     s = r.final_stats
     assert r.alive_after and r.unanswered == 0
     assert s["errors"] == 0 and s["modelRuns"] > 0
+    assert s["prefetch"]["received"] >= r.keystrokes // 3 - 1 > 0
     assert r.completions_sent == len(r.completion_waits_ms) and r.keystrokes >= DURATION_S * 10
     # memory: the KV stays under its budget, RSS stops growing
     assert 0 < max(r.kv_bytes) <= BUDGET_MB * 2**20
@@ -56,6 +58,8 @@ def test_opening_typing_and_closing_many_documents_leaves_nothing_behind(tmp_pat
             client.open(uri, f"def f{i}(x):\n    ")
             client.change(uri, 2, [{"range": {"start": {"line": 1, "character": 4}, "end": {"line": 1, "character": 4}},
                                     "text": "re"}])
+            if i % 4 == 0:  # a prefetch there first, and maybe the document closes under it
+                client.notify("infill/prefetch", {"textDocument": {"uri": uri}, "position": {"line": 1, "character": 6}})
             pending.append(client.inline_async(uri, 1, 6))
             if i % 3:
                 client.notify("textDocument/didClose", {"textDocument": {"uri": uri}})  # maybe mid-generation
@@ -68,7 +72,7 @@ def test_opening_typing_and_closing_many_documents_leaves_nothing_behind(tmp_pat
         assert s["openDocuments"] == 0 and s["modelRuns"] > 0
         assert server.worker.session_tokens("file:///churn/0.py").result(5) == []
         assert len(server.worker.engine.caches.sessions) == 0 and server.worker.engine.cache_bytes() == 0
-        assert not server.typing._shown and not server.scheduler._current
+        assert not server.typing._shown and not server.scheduler._current and server.scheduler._background is None
     finally:
         ips.close()
         torch.set_num_threads(threads)
