@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference.engine import Engine, GenerationParams  # noqa: E402
+from bench.scratch import scratch_dir  # noqa: E402
 from inference.loader import load_model  # noqa: E402
 from tests.checkpoints import save_weights, train_byte_level_bpe  # noqa: E402
 
@@ -173,9 +173,9 @@ def main(argv=None) -> int:
     bw = bandwidth_gbs()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, measured read bandwidth {bw:.1f} GB/s")
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir() as tmp:
         for shape in args.shapes:
-            folder = build(shape, Path(tmp) / shape)
+            folder = build(shape, tmp / shape)
             ids = torch.randint(100, 40000, (args.prompt,), generator=torch.Generator().manual_seed(0)).tolist()
             for dtype in args.dtypes:
                 rows.append((shape, dtype, *measure(folder, dtype, ids, args.new_tokens, args.rounds)))

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.scratch import scratch_dir  # noqa: E402
 from tests.reliability_client import RawClient  # noqa: E402
 
 SNIPPET = "total = compute(values[index], offset) + 1\n        "
@@ -244,8 +244,8 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline-budget-mb", type=int, default=0,
                         help="also run the same soak with this (large) budget, as the unbounded baseline")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or str(build_model(Path(tmp) / "soak-model"))
+    with scratch_dir() as tmp:
+        model = args.model or str(build_model(tmp / "soak-model"))
         result = run_soak(model, args.duration, args.docs, args.kv_budget_mb, args.keys_per_second, args.threads,
                           prefetch_every=args.prefetch_every)
         baseline = args.baseline_budget_mb and run_soak(model, args.duration, args.docs, args.baseline_budget_mb,

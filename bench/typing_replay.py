@@ -18,7 +18,6 @@ import asyncio
 import re
 import statistics
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -41,13 +40,12 @@ def pct(values, q):
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def random_checkpoint(shape: str, family: str = "starcoder") -> str:
+def random_checkpoint(shape: str, where: Path, family: str = "starcoder") -> str:
     sys.path.insert(0, str(ROOT))
     from tests.checkpoints import make_codegen, make_gpt_bigcode
     from tests.server_harness import favour_printable_tokens
 
     layers, width = (int(x) for x in shape.lower().split("x"))
-    where = Path(tempfile.mkdtemp(prefix="infill-replay-")) / "ckpt"
     heads = max(1, width // 64)
     if family == "codegen":
         heads = max(4, heads - heads % 4)  # CodeGen's fused qkv layout splits heads in 4 groups
@@ -184,9 +182,14 @@ def main(argv=None) -> int:
     ap.add_argument("--slowest", type=int, default=0, help="list the N slowest keystrokes")
     args = ap.parse_args(argv)
     args.start_line = max(0, args.start_line - 1)
-    if args.random:
-        args.model = random_checkpoint(args.random, args.random_family)
-    return asyncio.run(replay(args))
+    if not args.random:
+        return asyncio.run(replay(args))
+    sys.path.insert(0, str(ROOT))
+    from bench.scratch import scratch_dir
+
+    with scratch_dir("infill-replay-") as tmp:
+        args.model = random_checkpoint(args.random, tmp / "ckpt", args.random_family)
+        return asyncio.run(replay(args))
 
 
 if __name__ == "__main__":
