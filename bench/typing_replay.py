@@ -41,7 +41,6 @@ def pct(values, q):
 
 
 def random_checkpoint(shape: str, where: Path, family: str = "starcoder") -> str:
-    sys.path.insert(0, str(ROOT))
     from tests.checkpoints import make_codegen, make_gpt_bigcode
     from tests.server_harness import favour_printable_tokens
 
@@ -184,7 +183,7 @@ def main(argv=None) -> int:
     args.start_line = max(0, args.start_line - 1)
     if not args.random:
         return asyncio.run(replay(args))
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT))  # bench.* and tests.* (the random checkpoint builders)
     from bench.scratch import scratch_dir
 
     with scratch_dir("infill-replay-") as tmp:
