@@ -6,6 +6,7 @@
  * `infill/prefetch` where the cursor comes to rest (./prefetch decides when).
  */
 import * as fs from "fs";
+import * as os from "os";
 import * as vscode from "vscode";
 import {
   DidChangeConfigurationNotification,
@@ -23,6 +24,7 @@ import { CompletionStats, ServerState, stateFromServerStats, statusText } from "
 const SECTION = "infill";
 const DOCUMENT_SCHEMES = ["file", "untitled"]; // the documents the server is sent (documentSelector)
 const STATS_COMMAND = "infill.stats"; // the server's command: counters, model status, config
+const OPEN_SETTING = "Open the infill.serverPath setting";
 
 let client: LanguageClient | undefined;
 let statusItem: vscode.StatusBarItem;
@@ -113,6 +115,7 @@ function serverCommand(): ServerOptions {
     env: process.env,
     platform: process.platform,
     exists: (file) => fs.existsSync(file),
+    home: os.homedir(),
   });
   output.info(`starting ${found.command} ${found.args.join(" ")}`);
   return { command: found.command, args: found.args, transport: TransportKind.stdio };
@@ -153,7 +156,9 @@ async function startClient(): Promise<void> {
   } catch (err) {
     const message = err instanceof ServerNotFound ? err.message : String(err);
     updateStatus("error", message);
-    void vscode.window.showErrorMessage(`infill-ls: ${message}`);
+    void vscode.window.showErrorMessage(`infill-ls: ${message}`, OPEN_SETTING).then((choice) => {
+      if (choice === OPEN_SETTING) void vscode.commands.executeCommand("workbench.action.openSettings", "infill.serverPath");
+    });
     return;
   }
   client = new LanguageClient("infill", "infill-ls", server, clientOptions());

@@ -1,7 +1,7 @@
 import * as assert from "node:assert/strict";
 import * as path from "node:path";
 import { test } from "node:test";
-import { FindServerInput, ServerNotFound, findServer } from "../../src/serverPath";
+import { FindServerInput, INSTALL_HINT, ServerNotFound, findServer } from "../../src/serverPath";
 
 function input(files: string[], overrides: Partial<FindServerInput> = {}): FindServerInput {
   const present = new Set(files.map((f) => path.normalize(f)));
@@ -64,4 +64,34 @@ test("a configured path that does not exist is an error naming it", () => {
 
 test("nothing found is an error telling the user what to set", () => {
   assert.throws(() => findServer(input([])), /infill\.serverPath/);
+});
+
+test("the user's ~/.local/bin and pipx's venv are searched after PATH and the venvs", () => {
+  const home = { env: { PATH: "/usr/bin" }, home: "/home/u" };
+  assert.equal(findServer(input(["/home/u/.local/bin/infill-ls"], home)).command, "/home/u/.local/bin/infill-ls");
+  assert.equal(
+    findServer(input(["/home/u/.local/pipx/venvs/infill-ls/bin/infill-ls"], home)).command,
+    "/home/u/.local/pipx/venvs/infill-ls/bin/infill-ls",
+  );
+  assert.equal(
+    findServer(input(["/opt/pipx/bin/infill-ls"], { env: { PATH: "", PIPX_BIN_DIR: "/opt/pipx/bin" } })).command,
+    "/opt/pipx/bin/infill-ls",
+  );
+  // a workspace venv still wins over the user's own installs
+  assert.equal(
+    findServer(input(["/home/u/.local/bin/infill-ls", "/ws/.venv/bin/infill-ls"], home)).command,
+    "/ws/.venv/bin/infill-ls",
+  );
+});
+
+test("nothing found names every place searched and the README's install command, not a PyPI package", () => {
+  assert.throws(
+    () => findServer(input([], { home: "/home/u" })),
+    (err: Error) =>
+      err instanceof ServerNotFound &&
+      err.message.includes(INSTALL_HINT) &&
+      err.message.includes("~/.local/bin") &&
+      err.message.includes("infill.serverPath") &&
+      !err.message.includes("pip install infill-ls"),
+  );
 });
