@@ -102,5 +102,6 @@ def test_a_load_failure_is_reported_and_the_worker_stays_usable():
         assert w.generate(GenerationJob([1], 2)).result(5) is None  # no model: nothing to run
     finally:
         w.shutdown()
-    with pytest.raises(Exception):
-        w.generate(GenerationJob([1], 2)).result(1)  # after shutdown: a clear error, no hang
+    # after shutdown: a clear error at once (a hang would raise TimeoutError, which is not a RuntimeError)
+    with pytest.raises(RuntimeError, match="has shut down"):
+        w.generate(GenerationJob([1], 2)).result(1)
