@@ -59,9 +59,11 @@ def _compile(dtype: torch.dtype, heads: int, head_dim: int, scale: float):
 
     # Examples: the cache length is symbolic and the kv views' first stride is a symbol of its own
     # (a view of a larger buffer, as the cache is). k and v must be distinct tensors: the same one
-    # twice would be traced as one input.
+    # twice would be traced as one input. The example length must differ from heads and head_dim: equal
+    # sizes get one symbol (duck sizing), and 8 heads or a head dim of 8 made every other length fail.
     q = torch.zeros(heads, 1, head_dim, dtype=dtype)
-    k, v = (torch.zeros(heads, 16, head_dim, dtype=dtype)[:, :8] for _ in range(2))
+    s = next(n for n in range(7, 100) if n not in (heads, head_dim))
+    k, v = (torch.zeros(heads, 2 * s, head_dim, dtype=dtype)[:, :s] for _ in range(2))
     graph = make_fx(lambda q, k, v: one_row_attention(q, k, v, scale), tracing_mode="symbolic")(q, k, v)
     fakes = [n.meta["val"] for n in graph.graph.nodes if n.op == "placeholder"]
     with fakes[0].fake_mode:
