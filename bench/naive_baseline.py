@@ -3,7 +3,7 @@ transformers `generate` (greedy, KV cache within the request only) on the full p
 between keystrokes.
 
 The prompt is the one the server builds for the same document text and cursor: this module calls
-the server's own prompt builder in-process (same tokenizer, same budget, same layout), so both sides
+the server's own prompt stage (lsp_server.completion.build_prompt) in-process (same tokenizer, same budget, same layout), so both sides
 run exactly the same token ids; bench/typing.py checks the lengths against the server's log.
 """
 
@@ -14,10 +14,10 @@ import time
 import torch
 
 from inference.loader import DEFAULT_MODEL_DIR, load_model
-from lsp_server.completion import stop_ids
+from lsp_server.completion import build_prompt
 from lsp_server.config import parse_config
 from lsp_server.context import context_at
-from lsp_server.prompt import Budget, PromptBuilder
+from lsp_server.prompt import PromptBuilder
 
 
 class NaiveBaseline:
@@ -27,20 +27,15 @@ class NaiveBaseline:
         lm.model = None  # only the tokenizer and the format are needed here; transformers runs the weights
         self.lm = lm
         self.builder = PromptBuilder(lm)
-        self.stops = list(dict.fromkeys([*lm.eos_token_ids, *stop_ids(lm.fim)]))
+        self.stops = list(lm.info().stop_ids)
         self.source = str(source or DEFAULT_MODEL_DIR)
         self.torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
         self.model = None
 
     def prompt(self, text: str, offset: int, uri: str) -> tuple[list[int], int]:
         """(prompt ids, max_new_tokens) exactly as lsp_server.completion.suggest builds them."""
-        cfg = self.config
-        ctx = context_at(text, offset, "python", uri)
-        max_new = cfg.max_new_tokens(ctx.multi_line)
-        reserve = max(cfg.max_new_tokens_multi_line, cfg.max_new_tokens_single_line)
-        budget = Budget.for_model(self.lm.max_context, cfg.context_tokens, reserve, cfg.suffix_fraction,
-                                  self.builder.layout)
-        return self.builder.build(ctx, budget).ids, max_new
+        plan = build_prompt(self.config, self.builder, context_at(text, offset, "python", uri))
+        return plan.prompt.ids, plan.max_new
 
     def load(self) -> float:
         from transformers import AutoModelForCausalLM

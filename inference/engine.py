@@ -2,18 +2,19 @@
 sampling, stop ids/strings, token/time limits, cancellation and streaming.
 
 The engine knows nothing about prompts or editors: token ids in, token ids out (plus their text, for
-stop strings). One generate at a time; `cancel` may be set from another thread.
+stop strings). One generate at a time; `cancel` may be set from another thread. Its parameter and
+result types are the engine boundary's (inference.api); inference.worker puts it behind that boundary.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from .api import GenerationParams, GenerationResult
 from .kv_cache import SessionCaches, SessionKV
 from .loader import LanguageModel
 from .sampling import pick_token
@@ -21,30 +22,6 @@ from .sampling import pick_token
 PREFILL_CHUNK = 512  # prompt tokens per forward during prefill (cancel and time limit are checked between)
 LONG_PREFILL = 64  # a prefill this long runs on `Engine.prefill_threads` (when set)
 AUTOCAST_ROWS = 64  # under autocast a forward runs a multiple of this many tokens (see _prefill_chunks)
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    max_new_tokens: int = 64
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    seed: int | None = None
-    stop_token_ids: tuple[int, ...] = ()
-    stop_strings: tuple[str, ...] = ()
-    time_limit_s: float | None = None
-    first_token_ids: tuple[int, ...] = ()  # when given, the first token is chosen among these (token healing)
-
-
-@dataclass
-class GenerationResult:
-    token_ids: list[int]  # generated, stop token excluded
-    text: str             # their text, cut before a stop string
-    stop_reason: str      # "eos" | "stop_string" | "max_tokens" | "time" | "cancelled"
-    prompt_tokens: int
-    reused_tokens: int
-    prefill_tokens: int
-    prefill_ms: float
-    decode_ms: float
 
 
 class Engine:

@@ -1,6 +1,5 @@
-"""The one exception type for user-facing load errors."""
+"""The one exception type for user-facing load errors (defined in the engine boundary, inference.api)."""
 
+from .api import ModelError
 
-class ModelError(Exception):
-    """A problem with the model the user pointed at (missing file, bad value...): a one-line message
-    naming the file or value, shown to the user without a traceback."""
+__all__ = ["ModelError"]

@@ -1,5 +1,6 @@
 """Fill-in-the-middle prompt formats, as data: which special tokens surround prefix and suffix, and
-which ids end the middle. Everything here is token ids; text never enters."""
+which ids end the middle. Everything here is token ids; text never enters. Torch-free (part of the
+engine boundary, inference.api)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,14 @@ class FimFormat:
     stop_token_ids: tuple[int, ...]
     filename_token_id: int | None = None
     supports_spm: bool = True
+
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        """Ids that end a middle: the format's own stops and any of its control tokens (a model that
+        writes <fim_prefix> in the middle has left the middle)."""
+        ids = [*self.stop_token_ids, self.prefix_token, self.suffix_token, *self.middle_tokens,
+               self.filename_token_id]
+        return tuple(dict.fromkeys(i for i in ids if i is not None))
 
     def psm(self, prefix_ids: list[int], suffix_ids: list[int]) -> list[int]:
         """Prefix-suffix-middle prompt; the model generates the middle."""

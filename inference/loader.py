@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelError
+from .api import ModelError, ModelInfo
 from .attention import flash_available
 from .blocks import compiled_decode_ops, compiling_allowed, wants_compiled_decode
 from .decode_attention import DecodeAttention
@@ -50,6 +50,11 @@ class LanguageModel:
         self.eos_token_ids: tuple[int, ...] = self._eos_ids()
         # XGLM's reference tokenizer puts </s> before every sequence; the others add nothing.
         self.bos_ids: list[int] = [tokenizer.token_to_id("</s>")] if family == "xglm" else []
+
+    def info(self) -> ModelInfo:
+        """The model as the editor side sees it (inference.api): data only, no weights."""
+        return ModelInfo(self.family, self.tokenizer.to_str(), self.fim, tuple(self.bos_ids), self.eos_token_ids,
+                         self.max_context, str(self.device), str(self.dtype).removeprefix("torch."))
 
     def kv_spec(self) -> KVSpec:
         m = self.model

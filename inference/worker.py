@@ -1,5 +1,7 @@
-"""The inference worker: one thread that owns the model and its Engine (with one KV session per
-document), so generation never runs on the language server's event loop.
+"""The inference worker: the in-process implementation of the engine boundary (inference.api's
+EngineClient). One thread owns the model and its Engine (with one KV session per document), so
+generation never runs on the language server's event loop; the server gets a ModelInfo, never the
+model.
 
 Jobs are queued and run one at a time; each returns a concurrent.futures.Future. A job's `cancel`
 event may be set from any thread: a queued job that is cancelled is skipped, a running one stops at
@@ -13,32 +15,14 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import replace
+from typing import Callable
+
+from .api import GenerationJob, GenerationParams, ModelError, ModelInfo, ModelSpec
+
+__all__ = ["GenerationJob", "InferenceWorker", "ModelSpec", "WorkerClosed"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    source: str | None  # folder or hub id; None: the shipped default
-    device: str = "cpu"
-    dtype: str = "auto"
-    kv_budget_bytes: int = 256 * 2**20
-    prefill_dtype: str = "auto"  # or "model" (see prefill_autocast_dtype)
-
-
-@dataclass
-class GenerationJob:
-    prompt_ids: list[int]
-    params: Any  # inference.engine.GenerationParams
-    session: str | None = None
-    cancel: threading.Event = field(default_factory=threading.Event)
-    # Called with the ids generated so far after each token; True stops generation early (the
-    # result then counts as complete, not cancelled).
-    stop_check: Callable[[list[int]], bool] | None = None
-    stopped_early: bool = False
-    model_generation: int = 0
 
 
 WARM_UP_SESSION = "\x00infill-ls/warm-up"
@@ -64,15 +48,23 @@ class InferenceWorker:
 
     # -- API (any thread)
     def load(self, spec: ModelSpec) -> Future:
-        """Load a model (replacing the current one). Result: the LanguageModel."""
+        """Load a model (replacing the current one). Result: its ModelInfo."""
         return self._submit("load", spec)
 
     def unload(self) -> Future:
         return self._submit("unload", None)
 
     def generate(self, job: GenerationJob) -> Future:
-        """Result: inference.engine.GenerationResult, or None when the job was cancelled while queued."""
+        """Result: inference.api.GenerationResult, or None when the job was cancelled while queued."""
         return self._submit("generate", job)
+
+    def prefill(self, job: GenerationJob) -> Future:
+        """`job`'s prompt into its session's KV cache, no decoding (a prefetch's warm-only run)."""
+        job.params = replace(job.params, max_new_tokens=0)
+        return self._submit("generate", job)
+
+    def cancel(self, job: GenerationJob) -> None:
+        job.cancel.set()
 
     def close_session(self, session: str) -> Future:
         return self._submit("close_session", session)
@@ -112,7 +104,7 @@ class InferenceWorker:
             try:
                 fut.set_result(getattr(self, "_do_" + kind)(arg))
             except BaseException as e:  # noqa: BLE001 - a job's failure must not end the worker
-                if type(e).__name__ == "ModelError":  # a user error with its own clear message
+                if isinstance(e, ModelError):  # a user error with its own clear message
                     log.warning("inference worker: %s job failed: %s", kind, e)
                 else:
                     log.exception("inference worker: %s job failed", kind)
@@ -132,7 +124,7 @@ class InferenceWorker:
         except Exception:  # noqa: BLE001 - diagnostics only
             pass
 
-    def _do_load(self, spec: ModelSpec):
+    def _do_load(self, spec: ModelSpec) -> ModelInfo:
         load_model = self._load_model
         engine_factory = self._engine_factory
         if load_model is None:
@@ -150,7 +142,7 @@ class InferenceWorker:
         _warm_up(engine, lm)
         self.engine = engine
         self.lm = lm
-        return lm
+        return lm.info()
 
     def _do_unload(self, _):
         self.engine = None
@@ -279,8 +271,6 @@ def _warm_up(engine, lm) -> None:
     on the prefill threads, then 48 decode steps): the first runs pay one-time costs (kernel
     selection, thread start-up, compilation, allocator growth) of up to seconds that would otherwise
     land on the user's first keystrokes."""
-    from inference.engine import GenerationParams
-
     first = (list(getattr(lm, "bos_ids", [])) or list(lm.eos_token_ids[:1]) or [0])[:1]
     try:
         # long enough (>= LONG_PREFILL) to run the multi-threaded prefill path once as well

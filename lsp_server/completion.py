@@ -1,12 +1,17 @@
-"""The completion pipeline, from a request to shaped suggestions:
-context -> typing-through -> prompt -> result cache -> scheduler -> worker -> shaping.
+"""The completion pipeline as named stages, each callable on its own:
 
-Every wait is bounded; a failure anywhere gives an empty answer and a log line, never a crash.
+    resolve_context -> typing_through -> build_prompt -> cached -> run_model -> shape_result
 
-A background run (`background=True`: a prefetch where the cursor came to rest, lsp_server.prefetch)
-goes through the same pipeline at the lowest priority and answers nobody: what it leaves behind is
-the document's KV cache filled with the prompt at that place, and its suggestion kept for typing
-through and in the result cache. Its figures are counted apart (`prefetch.*`), not as requests.
+`suggest` answers a request with the first stage that can answer (the suggestion being typed
+through, then an identical prompt's result, then the model). `warm` is the prefetch where the cursor
+came to rest (lsp_server.prefetch): the same stages at the lowest priority, answering nobody; what it
+leaves behind is the document's KV cache filled with that place's prompt and its suggestion kept for
+typing through. When the result is already known it runs a prefill only (no decoding). Its figures
+are counted apart (`prefetch.*`).
+
+The model is reached only through the engine boundary (inference.api): a GenerationJob in, a
+GenerationResult of token ids out. Every wait is bounded; a failure anywhere gives an empty answer
+and a log line, never a crash.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from inference.worker import GenerationJob
-from lsp_server.context import CursorContext, context_at
+from inference.api import GenerationJob, GenerationParams, GenerationResult
+from lsp_server.config import Config
+from lsp_server.context import CursorContext
+from lsp_server.documents import window_chars
 from lsp_server.postprocess import Suggestion, generation_can_stop, shape
-from lsp_server.prompt import Budget
+from lsp_server.prompt import Budget, Prompt, PromptBuilder
 
 SAMPLING_TEMPERATURE = 0.8  # for candidates after the first when `temperature` is 0
 WAIT_SLACK_S = 1.0
@@ -43,22 +50,43 @@ class Answer:
     request_id: int
 
 
-async def suggest(server, req: Request, background: bool = False) -> Answer | None:
-    t0 = time.perf_counter()
-    stats = server.stats
-    what = "prefetch" if background else "completion"
-    stats.count("prefetch.received" if background else "requests")
+@dataclass(frozen=True)
+class Place:
+    """Where a request asks: its document (the object, to see whether it closed meanwhile), the
+    cursor offset and the context there."""
+    uri: str
+    doc: object
+    offset: int
+    ctx: CursorContext
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a model run will do: the prompt, how many tokens and candidates, and whether its results
+    go to the result cache (not when sampling or for several candidates)."""
+    prompt: Prompt
+    prompt_ms: float
+    max_new: int
+    candidates: int
+    multi_line: bool
+    cacheable: bool
+
+
+# -- the stages
+
+def resolve_context(server, req: Request, what: str = "completion") -> Place | None:
+    """Stage 1: the open document, the cursor offset and the context there; None (counted as
+    invalid, logged) for a closed document or a position outside it, or a language turned off."""
     doc = server.docs.get(req.uri)
     if doc is None:
-        stats.count("invalid")
+        server.stats.count("invalid")
         server.client_log.log("debug", f"{what} for a document that is not open: {req.uri}")
         return None
-    cfg = server.config
-    if not cfg.language_enabled(doc.language_id):
+    if not server.config.language_enabled(doc.language_id):
         return None
     offset = doc.offset_at(req.line, req.character, server.encoding)
     if offset is None:
-        stats.count("invalid")
+        server.stats.count("invalid")
         server.client_log.log("debug", f"{what} at a position outside the document: {req.uri} "
                                        f"{req.line}:{req.character}")
         return None
@@ -69,161 +97,220 @@ async def suggest(server, req: Request, background: bool = False) -> Answer | No
         end = doc.offset_at(el, ec, server.encoding)
         if start is not None and end is not None and start <= offset:
             replace = (start, end, text)
-    ctx = context_at(doc.text, offset, doc.language_id, req.uri, replace)
-    state = server.model
-    if not state.ready:
-        stats.count("prefetch.skipped" if background else "notReady")
-        return None
-    request_id = server.next_request_id()
+    ctx = doc.context_at(offset, doc.language_id, req.uri, replace,
+                         window_chars(server.config.context_tokens, server.model.info))
+    return Place(req.uri, doc, offset, ctx)
 
-    # 1. typing through the suggestion just shown
-    rest = server.typing.continue_from(req.uri, ctx)
-    if rest and background:
-        stats.count("prefetch.skipped")
-        return None
-    if rest:
-        server.typing.remember(req.uri, ctx, rest)
-        total_ms = (time.perf_counter() - t0) * 1000
-        stats.served("typingThrough", total_ms, True)
-        server.client_log.log("info", f"completion #{request_id} typing-through total_ms={total_ms:.1f}")
-        return Answer(ctx, offset, rest, "typingThrough", request_id)
 
-    # 2. the prompt
-    lm, builder = state.lm, state.builder
-    multi_line = ctx.multi_line
-    max_new = cfg.max_new_tokens(multi_line)
+def typing_through(server, place: Place) -> list[Suggestion] | None:
+    """Stage 2a: the rest of the suggestion just shown, when the user typed its start."""
+    return server.typing.continue_from(place.uri, place.ctx) or None
+
+
+def build_prompt(cfg: Config, builder: PromptBuilder, ctx: CursorContext, candidates: int = 1) -> Plan:
+    """Stage 3: the prompt for `ctx` within the configured budget, and what the run will do."""
+    max_new = cfg.max_new_tokens(ctx.multi_line)
     reserve = max(cfg.max_new_tokens_multi_line, cfg.max_new_tokens_single_line)
-    budget = Budget.for_model(lm.max_context, cfg.context_tokens, reserve, cfg.suffix_fraction, builder.layout)
-    tp = time.perf_counter()
+    budget = Budget.for_model(builder.info.max_context, cfg.context_tokens, reserve, cfg.suffix_fraction,
+                              builder.layout)
+    t0 = time.perf_counter()
     prompt = builder.build(ctx, budget)
-    prompt_ms = (time.perf_counter() - tp) * 1000
-    n = cfg.num_candidates if req.invoked and not background else 1
-
-    # 3. identical prompt seen recently
-    cacheable = cfg.temperature == 0 and n == 1
-    key = server.cache.key(prompt.ids, state.generation, max_new, multi_line, cfg.top_p)
-    warm_only = False
-    if cacheable:
-        hit = server.cache.get(key)
-        if hit is not None and background:
-            # the suggestion is known; the run only makes sure the document's KV cache holds this
-            # prompt (it may have been evicted since): a prefill of what is missing, no decoding
-            if hit:
-                server.typing.remember(req.uri, ctx, hit)
-            warm_only = True
-        elif hit is not None:
-            server.typing.remember(req.uri, ctx, hit)
-            total_ms = (time.perf_counter() - t0) * 1000
-            stats.served("cache", total_ms, bool(hit))
-            server.client_log.log("info", f"completion #{request_id} cache total_ms={total_ms:.1f}")
-            return Answer(ctx, offset, list(hit), "cache", request_id)
-
-    # 4. the model, through the scheduler
-    ticket = server.scheduler.begin_background(req.uri) if background else server.scheduler.begin(req.uri)
-    if ticket is None:  # a request is running: a background run would only delay it
-        stats.count("prefetch.skipped")
-        return None
-    cancelled = "prefetch.cancelled" if background else "superseded"
-    suggestions: list[Suggestion] = []
-    try:
-        if not await server.scheduler.admit(ticket):
-            stats.count(cancelled)
-            return None
-        for i in range(n):
-            temperature = cfg.temperature if i == 0 else (cfg.temperature or SAMPLING_TEMPERATURE)
-            result, job, timings = await _generate(server, lm, ticket, ctx, prompt, 0 if warm_only else max_new,
-                                                   temperature, cfg, BACKGROUND_TIME_LIMIT_S if background else None)
-            if result is None:
-                break
-            timings.update(prompt_ms=round(prompt_ms, 2), prompt_layout=prompt.layout,
-                           prompt_prefix_tokens=prompt.prefix_tokens, prompt_suffix_tokens=prompt.suffix_tokens)
-            if background:
-                stats.count("prefetch.modelRuns")
-            else:
-                stats.model_run(timings)
-            s = shape(ctx, prompt.suggestion_text(builder.continuation(prompt.ids, result.token_ids, result.text)))
-            if s.text and all(s.text != other.text for other in suggestions):
-                suggestions.append(s)
-            _log_model_run(server, builder, what, request_id, i, timings, prompt, result, s)
-        else:
-            if cacheable and not warm_only:
-                server.cache.put(key, list(suggestions))
-        if ticket.cancel.is_set() and not suggestions:
-            stats.count(cancelled)
-            return None
-    except asyncio.CancelledError:
-        ticket.cancel_jobs()
-        stats.count(cancelled if background else "cancelled")
-        raise
-    finally:
-        server.scheduler.end(ticket)
-    # not closed while the model ran (it would hold its text forever); a background run that found
-    # nothing leaves what is shown alone
-    if server.docs.get(req.uri) is doc and (suggestions or not background):
-        server.typing.remember(req.uri, ctx, suggestions)
-    total_ms = (time.perf_counter() - t0) * 1000
-    if not background:
-        stats.served("model", total_ms, bool(suggestions))
-    server.client_log.log("info", f"{what} #{request_id} model total_ms={total_ms:.1f} "
-                                  f"suggestions={len(suggestions)}")
-    return Answer(ctx, offset, suggestions, "model", request_id)
+    prompt_ms = (time.perf_counter() - t0) * 1000
+    return Plan(prompt, prompt_ms, max_new, candidates, ctx.multi_line, cfg.temperature == 0 and candidates == 1)
 
 
-async def _generate(server, lm, ticket, ctx, prompt, max_new, temperature, cfg, time_limit_s=None):
-    """One model run for `ticket`; (None, job, {}) when cancelled, timed out or failed. The time
-    limit is the request timeout unless `time_limit_s` is given."""
-    from inference.engine import GenerationParams
+def cached(server, plan: Plan) -> list[Suggestion] | None:
+    """Stage 2b: the suggestions an identical prompt got recently (None: not seen, or not cacheable)."""
+    return server.cache.get(_cache_key(server, plan)) if plan.cacheable else None
 
-    fim = lm.fim
+
+def _cache_key(server, plan: Plan) -> tuple:
+    return server.cache.key(plan.prompt.ids, server.model.generation, plan.max_new, plan.multi_line,
+                            server.config.top_p)
+
+
+async def run_model(server, ticket, ctx: CursorContext, plan: Plan, temperature: float, max_new: int,
+                    time_limit_s: float | None = None) -> tuple[GenerationResult, dict] | None:
+    """Stage 4: one model run for `ticket` (max_new 0: a prefill only); (result, timings), or None
+    when cancelled, timed out or failed. The time limit is the request timeout unless given."""
+    cfg, builder, prompt = server.config, server.model.builder, plan.prompt
     limit_s = time_limit_s or cfg.request_timeout_ms / 1000
     params = GenerationParams(max_new_tokens=max_new, temperature=temperature, top_p=cfg.top_p,
-                              stop_token_ids=stop_ids(fim), first_token_ids=prompt.first_token_ids,
+                              stop_token_ids=server.model.info.stop_ids, first_token_ids=prompt.first_token_ids,
                               time_limit_s=limit_s)
     job = GenerationJob(prompt.ids, params, session=ticket.uri, cancel=ticket.new_job_event(),
-                        stop_check=lambda ids: generation_can_stop(ctx, prompt.suggestion_text(lm.decode(ids))),
+                        stop_check=lambda ids: generation_can_stop(ctx, builder.shown_text(prompt, ids)),
                         model_generation=server.model.worker_generation)
-    future = server.worker.generate(job)
-    wait_s = limit_s + WAIT_SLACK_S
-    try:
-        result = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), wait_s)
-    except asyncio.TimeoutError:
-        job.cancel.set()
-        server.stats.count("timeouts")
-        server.client_log.log("warning", f"completion for {ticket.uri}: no answer from the model within "
-                                         f"{wait_s:.1f} s; request dropped")
-        return None, job, {}
-    except asyncio.CancelledError:
-        job.cancel.set()
-        raise
-    except Exception as e:  # noqa: BLE001 - a worker failure: this request is empty, the next works
-        server.stats.count("errors")
-        server.client_log.log("error", f"completion for {ticket.uri} failed in the model: "
-                                       f"{type(e).__name__}: {e}")
-        return None, job, {}
+    future = server.worker.generate(job) if max_new > 0 else server.worker.prefill(job)
+    result = await _wait(server, ticket.uri, job, future, limit_s + WAIT_SLACK_S)
     if result is None or (result.stop_reason == "cancelled" and not job.stopped_early):
-        return None, job, {}
+        return None
     timings = {"prefill_tokens": result.prefill_tokens, "reused_tokens": result.reused_tokens,
                "prompt_tokens": result.prompt_tokens, "prefill_ms": round(result.prefill_ms, 2),
                "decode_ms": round(result.decode_ms, 2), "tokens": len(result.token_ids),
-               "stop": "block_end" if job.stopped_early else result.stop_reason}
-    return result, job, timings
+               "stop": "block_end" if job.stopped_early else result.stop_reason,
+               "prompt_ms": round(plan.prompt_ms, 2), "prompt_layout": prompt.layout,
+               "prompt_prefix_tokens": prompt.prefix_tokens, "prompt_suffix_tokens": prompt.suffix_tokens}
+    return result, timings
 
 
-def stop_ids(fim) -> tuple[int, ...]:
-    """Ids that end a suggestion: the format's own stops and any of its control tokens (a model
-    that writes <fim_prefix> in the middle has left the middle)."""
-    if fim is None:
-        return ()
-    ids = [*fim.stop_token_ids, fim.prefix_token, fim.suffix_token, *fim.middle_tokens, fim.filename_token_id]
-    return tuple(dict.fromkeys(i for i in ids if i is not None))
+def shape_result(builder: PromptBuilder, ctx: CursorContext, prompt: Prompt, result: GenerationResult) -> Suggestion:
+    """Stage 5: the generated ids as the suggestion to show (the text the stop check judged, shaped)."""
+    return shape(ctx, builder.shown_text(prompt, result.token_ids))
 
 
-def _log_model_run(server, builder, what, request_id, index, timings, prompt, result, shaped) -> None:
+# -- the pipelines
+
+async def suggest(server, req: Request) -> Answer | None:
+    """A completion request: the first stage that can answer does."""
+    t0 = time.perf_counter()
+    server.stats.count("requests")
+    place = resolve_context(server, req, "completion")
+    if place is None:
+        return None
+    if not server.model.ready:
+        server.stats.count("notReady")
+        return None
+    request_id = server.next_request_id()
+    rest = typing_through(server, place)
+    if rest:
+        server.typing.remember(place.uri, place.ctx, rest)
+        return _answered(server, place, rest, "typingThrough", request_id, t0)
+    plan = build_prompt(server.config, server.model.builder, place.ctx,
+                        server.config.num_candidates if req.invoked else 1)
+    hit = cached(server, plan)
+    if hit is not None:
+        server.typing.remember(place.uri, place.ctx, hit)
+        return _answered(server, place, list(hit), "cache", request_id, t0)
+    ticket = server.scheduler.begin(place.uri)
+    try:
+        suggestions = await _model_answers(server, ticket, place, plan, request_id, "completion")
+    except asyncio.CancelledError:
+        ticket.cancel_jobs()
+        server.stats.count("cancelled")
+        raise
+    finally:
+        server.scheduler.end(ticket)
+    if suggestions is None:
+        server.stats.count("superseded")
+        return None
+    if server.docs.get(place.uri) is place.doc:  # not closed while the model ran (it would hold its text)
+        server.typing.remember(place.uri, place.ctx, suggestions)
+    return _answered(server, place, suggestions, "model", request_id, t0)
+
+
+async def warm(server, req: Request) -> Answer | None:
+    """A prefetch: the same stages in the background, at the lowest priority (None when skipped or
+    cancelled). A known result needs only its prompt in the document's KV cache: a prefill."""
+    t0 = time.perf_counter()
+    stats = server.stats
+    stats.count("prefetch.received")
+    place = resolve_context(server, req, "prefetch")
+    if place is None:
+        return None
+    if not server.model.ready or typing_through(server, place):
+        stats.count("prefetch.skipped")
+        return None
+    request_id = server.next_request_id()
+    plan = build_prompt(server.config, server.model.builder, place.ctx)
+    hit = cached(server, plan)
+    if hit:
+        server.typing.remember(place.uri, place.ctx, hit)
+    ticket = server.scheduler.begin_background(place.uri)
+    if ticket is None:  # a request is running: a background run would only delay it
+        stats.count("prefetch.skipped")
+        return None
+    try:
+        suggestions = await _model_answers(server, ticket, place, plan, request_id, "prefetch",
+                                           prefill_only=hit is not None)
+    except asyncio.CancelledError:
+        ticket.cancel_jobs()
+        stats.count("prefetch.cancelled")
+        raise
+    finally:
+        server.scheduler.end(ticket)
+    if suggestions is None:
+        stats.count("prefetch.cancelled")
+        return None
+    if suggestions and server.docs.get(place.uri) is place.doc:  # nothing found: what is shown stays
+        server.typing.remember(place.uri, place.ctx, suggestions)
+    _log_answer(server, "prefetch", request_id, "model", (time.perf_counter() - t0) * 1000, suggestions)
+    return Answer(place.ctx, place.offset, suggestions, "model", request_id)
+
+
+async def _model_answers(server, ticket, place: Place, plan: Plan, request_id: int, what: str,
+                         prefill_only: bool = False) -> list[Suggestion] | None:
+    """Stages 4 and 5 for each candidate once the scheduler admits `ticket`; None when cancelled
+    before anything was found. A full set of results is kept in the result cache."""
+    background = what == "prefetch"
+    if not await server.scheduler.admit(ticket):
+        return None
+    cfg, builder = server.config, server.model.builder
+    suggestions: list[Suggestion] = []
+    for i in range(plan.candidates):
+        temperature = cfg.temperature if i == 0 else (cfg.temperature or SAMPLING_TEMPERATURE)
+        ran = await run_model(server, ticket, place.ctx, plan, temperature, 0 if prefill_only else plan.max_new,
+                              BACKGROUND_TIME_LIMIT_S if background else None)
+        if ran is None:
+            break
+        result, timings = ran
+        if background:
+            server.stats.count("prefetch.modelRuns")
+        else:
+            server.stats.model_run(timings)
+        s = shape_result(builder, place.ctx, plan.prompt, result)
+        if s.text and all(s.text != other.text for other in suggestions):
+            suggestions.append(s)
+        _log_model_run(server, what, request_id, i, timings, plan.prompt, result, s)
+    else:
+        if plan.cacheable and not prefill_only:
+            server.cache.put(_cache_key(server, plan), list(suggestions))
+    if ticket.cancel.is_set() and not suggestions:
+        return None
+    return suggestions
+
+
+async def _wait(server, uri: str, job: GenerationJob, future, wait_s: float) -> GenerationResult | None:
+    """The engine's answer to `job`, within `wait_s`; None (counted, logged) on a timeout or a failure."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), wait_s)
+    except asyncio.TimeoutError:
+        server.worker.cancel(job)
+        server.stats.count("timeouts")
+        server.client_log.log("warning", f"completion for {uri}: no answer from the model within "
+                                         f"{wait_s:.1f} s; request dropped")
+    except asyncio.CancelledError:
+        server.worker.cancel(job)
+        raise
+    except Exception as e:  # noqa: BLE001 - an engine failure: this request is empty, the next works
+        server.stats.count("errors")
+        server.client_log.log("error", f"completion for {uri} failed in the model: {type(e).__name__}: {e}")
+    return None
+
+
+def _answered(server, place: Place, suggestions: list[Suggestion], source: str, request_id: int,
+              t0: float) -> Answer:
+    total_ms = (time.perf_counter() - t0) * 1000
+    server.stats.served(source, total_ms, bool(suggestions))
+    _log_answer(server, "completion", request_id, source, total_ms, suggestions)
+    return Answer(place.ctx, place.offset, suggestions, source, request_id)
+
+
+LOG_SOURCE = {"model": "model", "typingThrough": "typing-through", "cache": "cache"}
+
+
+def _log_answer(server, what: str, request_id: int, source: str, total_ms: float, suggestions: list) -> None:
+    tail = f" suggestions={len(suggestions)}" if source == "model" else ""
+    server.client_log.log("info", f"{what} #{request_id} {LOG_SOURCE[source]} total_ms={total_ms:.1f}{tail}")
+
+
+def _log_model_run(server, what, request_id, index, timings, prompt, result, shaped) -> None:
     log = server.client_log
     if not log.enabled("info"):
         return
     fields = " ".join(f"{k}={v}" for k, v in timings.items())
     line = f"{what} #{request_id}.{index} {fields}"
     if log.text_allowed:
+        builder = server.model.builder
         line += f" prompt={builder.decode(prompt.ids)!r} heal={prompt.heal!r} raw={result.text!r} shown={shaped.text!r}"
     log.log("info", line)

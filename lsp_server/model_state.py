@@ -1,5 +1,8 @@
 """The model's lifecycle as the server sees it: loads in the background (reported with
-window/workDoneProgress), ready, or failed with one clear message until the configuration changes."""
+window/workDoneProgress), ready, or failed with one clear message until the configuration changes.
+
+The engine (inference.api.EngineClient, `server.worker`) answers a load with a ModelInfo; the server
+keeps that and a PromptBuilder made from it, never the model itself."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import logging
 
 from lsprotocol import types
 
-from inference.worker import ModelSpec
+from inference.api import ModelError, ModelInfo, ModelSpec
 from lsp_server.config import Config
 from lsp_server.prompt import PromptBuilder
 
@@ -22,7 +25,7 @@ class ModelState:
     def __init__(self) -> None:
         self.status = "unloaded"  # "unloaded" | "loading" | "ready" | "failed"
         self.key: tuple | None = None
-        self.lm = None
+        self.info: ModelInfo | None = None
         self.builder: PromptBuilder | None = None
         self.error: str | None = None
         self.generation = 0  # server-side: bumped by every (re)load
@@ -36,8 +39,8 @@ class ModelState:
 
     def to_json(self) -> dict:
         return {"status": self.status, "source": self.source_label, "error": self.error,
-                "family": getattr(self.lm, "family", None),
-                "maxContext": getattr(self.lm, "max_context", None),
+                "family": self.info.family if self.info else None,
+                "maxContext": self.info.max_context if self.info else None,
                 "layout": self.builder.layout if self.builder else None}
 
 
@@ -54,7 +57,7 @@ async def load(server, config: Config, force: bool = False) -> None:
     state.key = key
     state.generation += 1
     generation = state.generation
-    state.status, state.lm, state.builder, state.error = "loading", None, None, None
+    state.status, state.info, state.builder, state.error = "loading", None, None, None
     state.source_label = config.model or "(default)"
     server.forget_all_suggestions()
     where = describe_source(config.model)
@@ -63,12 +66,12 @@ async def load(server, config: Config, force: bool = False) -> None:
     progress = await _begin_progress(server, token, f"loading {where}")
     server.client_log.log("info", f"loading model {where} (device {config.device}, dtype {config.dtype})")
     try:
-        lm = await asyncio.wait_for(asyncio.wrap_future(server.worker.load(spec)), LOAD_TIMEOUT_S)
+        info = await asyncio.wait_for(asyncio.wrap_future(server.worker.load(spec)), LOAD_TIMEOUT_S)
     except asyncio.CancelledError:
         raise
     except BaseException as e:  # noqa: BLE001 - any failure is shown, the server stays up
         if generation == state.generation:
-            reason = str(e) if type(e).__name__ == "ModelError" else f"{type(e).__name__}: {e}"
+            reason = str(e) if isinstance(e, ModelError) else f"{type(e).__name__}: {e}"
             if isinstance(e, asyncio.TimeoutError):
                 reason = f"still not loaded after {LOAD_TIMEOUT_S:.0f} s"
             state.status, state.error = "failed", reason
@@ -79,23 +82,23 @@ async def load(server, config: Config, force: bool = False) -> None:
             server.client_log.log("error", message)
         _end_progress(server, progress, token, "failed")
         return
-    builder = await asyncio.to_thread(_ready_builder, lm)
+    builder = await asyncio.to_thread(_ready_builder, info)
     if generation != state.generation:
         _end_progress(server, progress, token, "superseded")
         return
-    state.lm = lm
+    state.info = info
     state.builder = builder
     state.worker_generation = server.worker.model_generation
     state.status = "ready"
-    server.client_log.log("info", f"model ready: {where}, family {lm.family}, prompt layout "
-                                  f"{state.builder.layout}, context {lm.max_context} tokens, "
-                                  f"device {lm.device}, dtype {lm.dtype}")
+    server.client_log.log("info", f"model ready: {where}, family {info.family}, prompt layout "
+                                  f"{state.builder.layout}, context {info.max_context} tokens, "
+                                  f"device {info.device}, dtype {info.dtype}")
     _end_progress(server, progress, token, "ready")
 
 
-def _ready_builder(lm) -> PromptBuilder:
+def _ready_builder(info: ModelInfo) -> PromptBuilder:
     """A prompt builder with its token tables made (tens of ms for a large vocabulary: not on the loop)."""
-    builder = PromptBuilder(lm)
+    builder = PromptBuilder(info)
     builder.prepare_healing()
     return builder
 

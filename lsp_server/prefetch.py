@@ -1,7 +1,8 @@
 """`infill/prefetch`: a notification a client sends when the cursor comes to rest at a new place
 (a jump, a click, a switch to another document) without an edit.
 
-The server then runs the completion pipeline for that place in the background, at the lowest
+The server then runs the completion pipeline's stages for that place in the background
+(lsp_server.completion.warm), at the lowest
 priority (lsp_server.scheduler: only when no request runs, one at a time, cancelled by any request
 or by an edit of the document). The long prefill of a new place (seconds for a big file on a CPU)
 then happens while the user reads, and is kept in the document's KV cache: the first keystroke
@@ -50,7 +51,7 @@ async def prefetch(server, params: Any) -> None:
         return
     uri, line, character = parsed
     try:
-        await completion.suggest(server, completion.Request(uri, line, character), background=True)
+        await completion.warm(server, completion.Request(uri, line, character))
     except Exception as e:  # noqa: BLE001 - a background run never takes the server down
         server.stats.count("errors")
         server.client_log.log("error", f"{METHOD} failed: {type(e).__name__}: {e}")

@@ -27,8 +27,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterator
 
-from tokenizers import Tokenizer
-
+from inference.api import ModelInfo
 from lsp_server.context import CursorContext
 
 BLOCK_LINES = 16  # about one non-blank line in this many ends a block (see block_ends_after)
@@ -74,28 +73,26 @@ class Budget:
 
 
 class PromptBuilder:
-    """Per model: knows its FIM layout and caches the token ids of text pieces."""
+    """Per model: knows its FIM layout and caches the token ids of text pieces. Built from the
+    engine's ModelInfo (a LanguageModel is taken too, by its `info()`), with a tokenizer of its own."""
 
-    def __init__(self, lm) -> None:
-        self.lm = lm
-        fim = lm.fim
+    def __init__(self, model: ModelInfo) -> None:
+        info = model if isinstance(model, ModelInfo) else model.info()
+        self.info = info
+        fim = info.fim
         if fim is None:
             self.layout = "prefix"
         elif fim.supports_spm:
             self.layout = "spm"
         else:
             self.layout = "psm"
-        self.bos_ids = list(getattr(lm, "bos_ids", []))
+        self.bos_ids = list(info.bos_ids)
         self._pieces: OrderedDict[str, list[int]] = OrderedDict()
         self._token_texts: list[str] | None = None  # every token's text, for token healing (built once)
         self._heals: dict[str, tuple[int, ...]] = {}  # healed text -> the token ids that start with it
-        # A tokenizer of our own: prompts are built on the event loop while the worker thread
-        # decodes with the model's; the two never share one (mutable) tokenizer object.
-        self._tokenizer = None
-        tok = getattr(lm, "tokenizer", None)
-        if isinstance(tok, Tokenizer):
-            self._tokenizer = Tokenizer.from_str(tok.to_str())
-            self._tokenizer.encode_special_tokens = True  # "<fim_prefix>" typed in a file is text
+        # Prompts are built on the event loop; `shown_text` also runs in the engine's stop check, on
+        # its thread. Encoding and decoding only read the tokenizer (its options are set here, once).
+        self._tokenizer = info.tokenizer()
         # Byte-level BPE encodes pieces split before a line break exactly like the whole text;
         # SentencePiece-style tokenizers (XGLM's Metaspace) mark the start of every encoded text,
         # so for them the window is cut the same way but encoded in one go.
@@ -103,24 +100,25 @@ class PromptBuilder:
         self.concatenative = (sum((self._encode(p) for p in probe), []) == self._encode("".join(probe)))
 
     def _encode(self, text: str) -> list[int]:
-        if self._tokenizer is not None:
-            return self._tokenizer.encode(text, add_special_tokens=False).ids
-        encode = getattr(self.lm, "encode_plain", None)
-        return encode(text) if encode is not None else self._strip_bos(self.lm.encode(text))
+        return self._tokenizer.encode(text, add_special_tokens=False).ids
 
-    def continuation(self, prompt_ids: list[int], generated: list[int], fallback: str) -> str:
+    def shown_text(self, prompt: Prompt, generated: list[int]) -> str:
+        """The text of `generated` as the user will see it: its decode as it continues the prompt,
+        without the healed whitespace. The stop check and the shaping both judge this text."""
+        return prompt.suggestion_text(self.continuation(prompt.ids, generated))
+
+    def continuation(self, prompt_ids: list[int], generated: list[int]) -> str:
         """The text of `generated` as it continues the prompt. SentencePiece decoders drop the word
         marker of the first token they see, so decode it after a few prompt tokens and subtract."""
+        text = self.decode(generated)
         if self.concatenative or not generated:
-            return fallback
+            return text
         tail = list(prompt_ids[-4:])
         before, after = self.decode(tail), self.decode(tail + list(generated))
-        return after[len(before):] if after.startswith(before) else fallback
+        return after[len(before):] if after.startswith(before) else text
 
     def decode(self, ids: list[int]) -> str:
-        if self._tokenizer is not None:
-            return self._tokenizer.decode(list(ids), skip_special_tokens=False)
-        return self.lm.decode(ids)
+        return self._tokenizer.decode(list(ids), skip_special_tokens=False)
 
     # -- tokenization of pieces (cached: blocks away from the cursor never change while typing)
     def encode_piece(self, text: str) -> list[int]:
@@ -135,10 +133,6 @@ class PromptBuilder:
         if len(self._pieces) > PIECE_CACHE_SIZE:
             self._pieces.popitem(last=False)
         return ids
-
-    def _strip_bos(self, ids: list[int]) -> list[int]:
-        n = len(self.bos_ids)
-        return ids[n:] if n and ids[:n] == self.bos_ids else ids
 
     # -- cuts
     def prefix_ids(self, prefix: str, budget: int) -> tuple[list[int], int]:
@@ -195,10 +189,10 @@ class PromptBuilder:
                 prefix_ids, heal, first_ids = self.heal_whitespace(prefix_ids)
             ids = self.bos_ids + prefix_ids
             if not ids:  # an empty document: the model still needs a first token
-                ids = self.bos_ids or list(self.lm.eos_token_ids[:1])
+                ids = self.bos_ids or list(self.info.eos_token_ids[:1])
             return Prompt(ids, "prefix", len(prefix_ids), 0, prefix_chars, 0, heal, first_ids)
         suffix_ids, suffix_chars = self.suffix_ids(ctx.suffix, budget.suffix_tokens)
-        fim = self.lm.fim
+        fim = self.info.fim
         heal, first_ids = "", ()
         if self.layout == "spm":
             prefix_ids, heal, first_ids = self.heal_whitespace(prefix_ids)
@@ -229,7 +223,7 @@ class PromptBuilder:
         """Decode every token once (for `heal_whitespace`; some 50 ms for a 49k vocabulary): the server
         calls it off the event loop when a model is loaded, otherwise the first heal does."""
         if self._token_texts is None:
-            size = self._tokenizer.get_vocab_size() if self._tokenizer is not None else len(self.lm.tokenizer.get_vocab())
+            size = self._tokenizer.get_vocab_size()
             self._token_texts = [self.decode([i]) for i in range(size)]
 
     def _tokens_starting_with(self, text: str) -> tuple[int, ...]:

@@ -19,7 +19,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 from pygls.protocol.json_rpc import JsonRPCNotification, JsonRPCRequestMessage
 
-from inference.worker import InferenceWorker
+from inference.api import EngineClient, in_process_engine
 from lsp_server import completion, model_state, prefetch
 from lsp_server.config import DEFAULTS, Config, parse_config, to_wire
 from lsp_server.documents import DocumentStore
@@ -103,14 +103,14 @@ class InfillProtocol(LanguageServerProtocol):
 
 
 class InfillServer(LanguageServer):
-    def __init__(self, worker: InferenceWorker | None = None) -> None:
+    def __init__(self, worker: EngineClient | None = None) -> None:
         super().__init__("infill-ls", "0.1.0", protocol_cls=InfillProtocol,
                          text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
         self.config: Config = DEFAULTS
         self.exit_code = 0  # what `infill-ls serve` returns; 1 after `exit` without `shutdown`
         self.docs = DocumentStore()
         self.encoding = UTF16
-        self.worker = worker or InferenceWorker()
+        self.worker = worker or in_process_engine()
         self.model = model_state.ModelState()
         self.scheduler = RequestScheduler(DEFAULTS.rate_limit, DEFAULTS.debounce_ms)
         self.typing = TypingThrough()
@@ -194,7 +194,7 @@ class InfillServer(LanguageServer):
         return out
 
 
-def build_server(worker: InferenceWorker | None = None) -> InfillServer:
+def build_server(worker: EngineClient | None = None) -> InfillServer:
     server = InfillServer(worker)
 
     @server.feature(types.INITIALIZE)

@@ -12,7 +12,9 @@ def test_budget_below_one_session_is_raised_and_typing_reuses(tmp_path):
     folder = ck.make_gpt_bigcode(tmp_path / "m", n_positions=256)
     worker = InferenceWorker()
     try:
-        lm = worker.load(ModelSpec(str(folder), kv_budget_bytes=1024)).result(timeout=60)
+        info = worker.load(ModelSpec(str(folder), kv_budget_bytes=1024)).result(timeout=60)
+        lm = worker.lm
+        assert info.max_context == lm.max_context == 256
         one = lm.kv_spec().bytes_per_position() * lm.max_context
         assert worker.engine.caches.budget_bytes == one
         assert kv_budget_for(lm, 10 * one) == 10 * one  # a larger budget is kept as set

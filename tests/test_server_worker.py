@@ -14,6 +14,9 @@ class FakeLM:
     eos_token_ids = (0,)
     bos_ids = []
 
+    def info(self):
+        return "fake model info"
+
 
 class FakeEngine:
     def __init__(self, lm, kv_budget_bytes):
