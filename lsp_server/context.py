@@ -1,4 +1,8 @@
-"""Cursor context: the text before and after the cursor, and the current line split at the cursor."""
+"""Cursor context: the text before and after the cursor, and the current line split at the cursor.
+
+The server cuts it from a window around the cursor (lsp_server.documents.Document.context_at), so
+`prefix` and `suffix` hold at most a few prompt budgets of text, whatever the size of the file; in a
+line longer than the window, `line_prefix` and `line_suffix` are that line's part in the window."""
 
 from __future__ import annotations
 
@@ -15,6 +19,13 @@ class CursorContext:
     suffix: str  # all text after the cursor
     language_id: str | None = None
     path: str | None = None
+    start: int = 0  # document offset where `prefix` starts (0: it is all the text before the cursor)
+    suffix_cut: bool = False  # the document goes on after `suffix`
+
+    @property
+    def line_suffix_complete(self) -> bool:
+        """`line_suffix` runs to the real end of the line (not to the end of the window)."""
+        return not self.suffix_cut or LINE_END.search(self.suffix) is not None
 
     @property
     def line_prefix(self) -> str:

@@ -7,7 +7,7 @@ import re
 
 from lsprotocol import types
 
-from lsp_server.positions import index_to_column
+from lsp_server.positions import text_units
 
 ACCEPT_COMMAND = "infill.accept"
 STATS_COMMAND = "infill.stats"
@@ -21,9 +21,8 @@ def _accept(answer, index: int) -> types.Command:
 
 
 def _end_of_line(answer, position: types.Position, encoding: str) -> types.Position:
-    line_prefix = answer.ctx.line_prefix
-    line = line_prefix + answer.ctx.line_suffix
-    return types.Position(position.line, index_to_column(line, len(line), encoding))
+    # counted from the cursor: the context may hold only part of a very long line
+    return types.Position(position.line, position.character + text_units(answer.ctx.line_suffix, encoding))
 
 
 def inline_items(answer, position: types.Position, encoding: str,
@@ -46,7 +45,7 @@ def inline_items(answer, position: types.Position, encoding: str,
 def completion_items(answer, position: types.Position, encoding: str) -> list[types.CompletionItem]:
     line_prefix = answer.ctx.line_prefix
     word = WORD_TAIL.search(line_prefix).group(0)
-    start = types.Position(position.line, index_to_column(line_prefix, len(line_prefix) - len(word), encoding))
+    start = types.Position(position.line, max(0, position.character - text_units(word, encoding)))
     items = []
     for i, s in enumerate(answer.suggestions):
         end = _end_of_line(answer, position, encoding) if s.replace_to_eol else position

@@ -17,6 +17,8 @@ class Shown:
     prefix: str
     suffix: str
     suggestions: tuple[Suggestion, ...]
+    start: int = 0  # document offset of `prefix` (contexts are windows of the document)
+    suffix_cut: bool = False
 
 
 class TypingThrough:
@@ -27,7 +29,7 @@ class TypingThrough:
 
     def remember(self, uri: str, ctx: CursorContext, suggestions: list[Suggestion]) -> None:
         if suggestions:
-            self._shown[uri] = Shown(ctx.prefix, ctx.suffix, tuple(suggestions))
+            self._shown[uri] = Shown(ctx.prefix, ctx.suffix, tuple(suggestions), ctx.start, ctx.suffix_cut)
         else:
             self._shown.pop(uri, None)
 
@@ -41,16 +43,25 @@ class TypingThrough:
         the editor inserted itself (auto-pairs); the rest is shaped again for the new context, so
         it does not repeat such a closer."""
         shown = self._shown.get(uri)
-        if shown is None or len(ctx.prefix) <= len(shown.prefix):
+        if shown is None:
             return []
-        if ctx.suffix != shown.suffix:
-            added = len(ctx.suffix) - len(shown.suffix)
-            if not (0 < added <= 4 and ctx.suffix.endswith(shown.suffix)
-                    and set(ctx.suffix[:added]) <= AUTO_CLOSERS):
-                return []
-        if not ctx.prefix.startswith(shown.prefix):
+        # both prefixes are windows of the document: compare them from the later start
+        shift = ctx.start - shown.start
+        if shift == 0:
+            old_prefix, new_prefix = shown.prefix, ctx.prefix
+        elif 0 < shift < len(shown.prefix):
+            old_prefix, new_prefix = shown.prefix[shift:], ctx.prefix
+        elif 0 < -shift <= len(ctx.prefix):
+            old_prefix, new_prefix = shown.prefix, ctx.prefix[-shift:]
+        else:
             return []
-        typed = ctx.prefix[len(shown.prefix):]
+        if len(new_prefix) <= len(old_prefix):
+            return []
+        if ctx.suffix != shown.suffix and not _closers_added(ctx.suffix, ctx.suffix_cut, shown):
+            return []
+        if not new_prefix.startswith(old_prefix):
+            return []
+        typed = new_prefix[len(old_prefix):]
         rest = []
         for s in shown.suggestions:
             if s.text.startswith(typed) and s.text[len(typed):].strip():
@@ -58,6 +69,20 @@ class TypingThrough:
                 if reshaped.text and all(r.text != reshaped.text for r in rest):
                     rest.append(reshaped)
         return rest
+
+
+def _closers_added(suffix: str, cut: bool, shown: Shown) -> bool:
+    """The text after the cursor is the one shown, after up to 4 closing brackets or quotes that the
+    editor inserted itself. A suffix cut at the end of its window (a very long line) loses as many
+    characters at its end as were inserted at its start."""
+    for added in range(1, 5):
+        if not set(suffix[:added]) <= AUTO_CLOSERS:
+            return False
+        rest = suffix[added:]
+        if rest == shown.suffix or (cut and shown.suffix_cut and len(rest) == len(shown.suffix) - added
+                                    and shown.suffix.startswith(rest)):
+            return True
+    return False
 
 
 class ResultCache:

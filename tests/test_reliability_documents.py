@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lsp_server.documents import Document
+from lsp_server.documents import CHUNK_CHARS, Document
 from tests.checkpoints import make_gpt_bigcode
 from tests.reliability_client import TEST_SERVER_COMMAND, RawClient
 from tests.reliability_server_main import DOCUMENT_TEXT_COMMAND
@@ -30,24 +30,32 @@ def apply_to_document(doc: Document, change: dict, encoding: str) -> None:
                                       (r["end"]["line"], r["end"]["character"])), encoding)
 
 
+@pytest.mark.parametrize("chunk_chars", [1, 3, CHUNK_CHARS])  # tiny chunks: every edit splits, joins, straddles
 @pytest.mark.parametrize("encoding", ENCODINGS)
 @settings(max_examples=100, deadline=None)
 @given(script=edit_scripts(max_edits=15))
-def test_random_edits_leave_the_document_equal_to_the_reference(encoding, script):
+def test_random_edits_leave_the_document_equal_to_the_reference(encoding, chunk_chars, script):
     initial, edits = script
-    doc, expected = Document("file:///t", initial), initial
+    doc, expected = Document("file:///t", initial, chunk_chars=chunk_chars), initial
     for edit in edits:
         change, expected = concrete_change(expected, edit, encoding)
         apply_to_document(doc, change, encoding)
         assert doc.text == expected
         # the line index kept up to date around each edit equals a fresh count of the whole text
-        assert doc.line_starts == [0] + [i + 1 for i, c in enumerate(expected) if c == "\n" or (
+        starts = [0] + [i + 1 for i, c in enumerate(expected) if c == "\n" or (
             c == "\r" and expected[i + 1:i + 2] != "\n")]
+        assert doc.line_starts == starts
+        # the chunked index answers the same without joining the text
+        assert len(doc) == len(expected) and doc.line_count == len(starts)
+        assert [doc.line_start(n) for n in range(len(starts))] == starts
+        assert all("".join(doc._chunks[i:i + 2]).count("\r\n") == doc._chunks[i].count("\r\n")
+                   + doc._chunks[i + 1].count("\r\n") for i in range(len(doc._chunks) - 1))
     assert doc.line_count == len(lines(expected))
     for i in valid_offsets(expected):
         line, col = position(expected, i, encoding)
         assert doc.offset_at(line, col, encoding) == i
         assert doc.position_at(i, encoding) == (line, col)
+        assert doc.slice(i, len(expected)) == expected[i:] and doc.slice(0, i) == expected[:i]
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)

@@ -14,6 +14,7 @@ from lsp_server.postprocess.suggestion import Suggestion
 
 PAIRS = {")": "(", "]": "[", "}": "{"}
 CLOSING_PUNCTUATION = set(")]}\"'`;:,. ")
+BALANCE_CHARS = 2000  # of the line on each side of the cursor
 
 
 def bracket_imbalance(line: str) -> int:
@@ -49,12 +50,13 @@ def fit_rest_of_line(ctx: CursorContext, s: Suggestion) -> Suggestion:
     rest = ctx.line_suffix
     core = rest.strip()
     text = s.text.rstrip()
-    head = ctx.line_prefix
+    # brackets are balanced over the text near the cursor: in a minified file the line is the file
+    head, rest = ctx.line_prefix[-BALANCE_CHARS:], rest[:BALANCE_CHARS]
     if core and text.strip() == core:
         return s.with_text("")  # nothing but the code already after the cursor
     options = [(bracket_imbalance(head + s.text + rest), 2, s)]
-    # the suggestion ends with a start of the rest of the line: drop that part
-    for k in range(len(core), 0, -1):
+    # the suggestion ends with a start of the rest of the line (shorter than itself): drop that part
+    for k in range(min(len(core), len(text) - 1), 0, -1):
         piece = core[:k]
         if text.endswith(piece) and len(text) > len(piece):
             cut = text[: len(text) - len(piece)]
@@ -63,7 +65,9 @@ def fit_rest_of_line(ctx: CursorContext, s: Suggestion) -> Suggestion:
             options.append((bracket_imbalance(head + cut + rest), rank, s.with_text(cut)))
             break
     # the rest is only closers/punctuation that the suggestion writes too: replace it
-    if set(core) <= CLOSING_PUNCTUATION and core and _is_subsequence(core.replace(" ", ""), text):
+    # (only when the line's end is in the context: the item's range runs to it)
+    if (ctx.line_suffix_complete and len(core) <= len(text) and set(core) <= CLOSING_PUNCTUATION and core
+            and _is_subsequence(core.replace(" ", ""), text)):
         options.append((bracket_imbalance(head + text), 4,
                         Suggestion(text, replace_to_eol=True)))
     best = min(options, key=lambda o: (o[0], o[1]))
