@@ -55,6 +55,33 @@ def stderr_grows(client: RawClient, before: int, timeout: float = 3.0) -> str:
     raise AssertionError("no log line for a dropped message")
 
 
+# what a handler that raised leaves on the server's stderr (pygls reports it as a protocol error; an
+# uncaught exception in our code is logged with its traceback at ERROR)
+HANDLER_FAILURE_MARKS = ("Traceback", "protocol error", " ERROR ")
+
+
+def failure_mark(client: RawClient) -> tuple[int, int, int]:
+    """Where the server's stderr, error counter and client log messages stand now."""
+    with client._lock:
+        notes = len(client.notifications)
+    return len(client.stderr), client.stats(timeout=5)["errors"], notes
+
+
+def assert_no_handler_failed_since(client: RawClient, mark: tuple[int, int, int]) -> None:
+    """Nothing since `mark` raised in a handler: no traceback or protocol error on stderr, the
+    `errors` counter of infill.stats unchanged, no error-level log message to the client other than
+    a model that could not be loaded (a random `model` option)."""
+    stderr_at, errors_at, notes_at = mark
+    new_stderr = client.stderr[stderr_at:]
+    assert not any(m in new_stderr for m in HANDLER_FAILURE_MARKS), new_stderr[-3000:]
+    assert client.stats(timeout=5)["errors"] == errors_at
+    with client._lock:
+        notes = client.notifications[notes_at:]
+    failures = [n["params"]["message"] for n in notes if n.get("method") in ("window/logMessage", "window/showMessage")
+                and n["params"].get("type") == 1 and "could not load" not in n["params"]["message"]]
+    assert failures == [], failures
+
+
 def test_requests_before_initialize_get_server_not_initialized():
     with RawClient(TEST_SERVER_COMMAND) as client:
         for method, params in [("workspace/executeCommand", {"command": "infill.stats", "arguments": []}),
@@ -264,9 +291,12 @@ option_dicts = st.dictionaries(st.sampled_from(OPTION_NAMES) | st.text(max_size=
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(options=option_dicts, nested=st.booleans())
 def test_random_option_values_in_configuration_never_break_the_server(server, checkpoint, options, nested):
+    mark = failure_mark(server)
     server.notify("workspace/didChangeConfiguration", {"settings": {"infill": options} if nested else options})
     s = server.stats(timeout=5)
     assert s["config"]["requestTimeoutMs"] >= 50 and s["config"]["maxNewTokensSingleLine"] >= 1
+    # every value was taken or refused with a warning; the handler itself never raised
+    assert_no_handler_failed_since(server, mark)
     # back to the working options (a random model/device makes the model reload or fail)
     server.notify("workspace/didChangeConfiguration", {"settings": {
         "model": checkpoint, "device": "auto", "dtype": "auto", "prefillDtype": "auto", "kvBudgetMb": 256, "languages": ["*"],
@@ -284,9 +314,19 @@ prefetch_params = json_values | st.fixed_dictionaries({
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(params=prefetch_params)
 def test_random_prefetch_params_never_break_the_server_or_touch_the_document(server, params):
+    before = server.wait_model()  # (the test above may leave it reloading)
+    assert before["model"]["status"] == "ready"
+    mark = failure_mark(server)
     server.notify("infill/prefetch", params)
     assert doc_text(server, "file:///w/ok.py") == SOURCE
-    assert server.wait_model()["model"]["status"] == "ready"  # (the test above may leave it reloading)
+    # each prefetch was taken (received: run, skipped or cancelled), counted invalid, or, when its params
+    # are not even an object, dropped by the protocol layer with a log line; none made a handler fail
+    after = server.stats(timeout=5)
+    handled = (after["prefetch"]["received"] + after["invalidRequests"]
+               - before["prefetch"]["received"] - before["invalidRequests"])
+    dropped = "invalid params for infill/prefetch" in server.stderr[mark[0]:]
+    assert handled >= 1 or dropped, (params, handled, server.stderr[mark[0]:])
+    assert_no_handler_failed_since(server, mark)
 
 
 def test_initialize_with_every_option_wrong_still_starts_with_warnings(tmp_path):
