@@ -124,7 +124,8 @@ VALUE is read as Lisp: 32, \"cpu\", [\"python\" \"rust\"]."
   (setq infill-server-options (plist-put (copy-sequence infill-server-options) name value))
   (dolist (server (infill--servers))
     (jsonrpc-notify server :workspace/didChangeConfiguration
-                    (list :settings (list :infill infill-server-options)))))
+                    (list :settings (list :infill infill-server-options)))
+    (infill--watch-model server)))  ; a new model loads in the background
 
 (defun infill--servers ()
   "Running eglot servers that are infill-ls."
@@ -432,14 +433,63 @@ With only one candidate known, ask the server for several first."
           infill--prefetch-point (point)
           infill--prefetch-display-count buffer-display-count)))
 
+;; The model as the server reports it (`infill.stats'): nil before the first answer, "loading",
+;; "ready" or "failed".  The server loads the model in the background and answers with nothing
+;; meanwhile, so the mode line says so, and the buffer is asked for again when it is ready.
+(defvar infill-model-status nil "The server's model status: nil, \"loading\", \"ready\" or \"failed\".")
+(defvar infill-model-error nil "Why the model failed to load, from the server.")
+(defvar infill--watching nil "Non-nil while the model status is being polled.")
+(defconst infill--model-poll-s 0.3 "Seconds between model status polls while it loads.")
+
+(defun infill--lighter ()
+  "The mode line's word: ` infill', ` infill[loading]' or ` infill[error]'."
+  (pcase infill-model-status
+    ("loading" " infill[loading]")
+    ("failed" " infill[error]")
+    (_ " infill")))
+
+(defun infill--watch-model (server)
+  "Poll SERVER's model status until it is ready or failed."
+  (unless infill--watching
+    (setq infill--watching t)
+    (infill--poll-model server)))
+
+(defun infill--poll-model (server)
+  (if (not (jsonrpc-running-p server))
+      (setq infill--watching nil)
+    (jsonrpc-async-request
+     server :workspace/executeCommand (list :command "infill.stats")
+     :success-fn
+     (lambda (result)
+       (let ((status (plist-get (plist-get result :model) :status)))
+         (if (member status '("loading" "unloaded"))
+             (progn
+               (unless (equal infill-model-status "loading")
+                 (message "infill: loading the model; suggestions appear when it is ready"))
+               (setq infill-model-status "loading")
+               (force-mode-line-update t)
+               (run-with-timer infill--model-poll-s nil #'infill--poll-model server))
+           (let ((was infill-model-status))
+             (setq infill--watching nil
+                   infill-model-status (or status "ready")
+                   infill-model-error (plist-get (plist-get result :model) :error))
+             (force-mode-line-update t)
+             (when (and (equal was "loading") (equal infill-model-status "ready"))
+               (with-current-buffer (window-buffer (selected-window))
+                 (when (and infill-mode (eq (infill--server) server))
+                   (infill-request 2))))))))
+     :error-fn (lambda (_err) (setq infill--watching nil))
+     :timeout-fn (lambda () (setq infill--watching nil)))))
+
 ;;;###autoload
 (define-minor-mode infill-mode
   "Show infill-ls suggestions as ghost text while typing.
 \\<infill-active-map>\\[infill-accept] accepts, \\[infill-accept-word] accepts a word, \
 \\[infill-next] / \\[infill-previous] cycle, \\[infill-dismiss] dismisses."
-  :lighter " infill"
+  :lighter (:eval (infill--lighter))
   (if infill-mode
       (progn
+        (when-let ((server (infill--server))) (infill--watch-model server))
         (setq infill--tick (buffer-chars-modified-tick) infill--position (point)
               infill--prefetch-tick (buffer-chars-modified-tick) infill--prefetch-point (point)
               infill--prefetch-display-count buffer-display-count)

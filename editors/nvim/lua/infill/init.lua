@@ -39,6 +39,11 @@ local defaults = {
 
 M.config = vim.deepcopy(defaults)
 
+--- The server options as a JSON object: an empty Lua table would be sent as `[]`.
+local function server_options()
+  return next(M.config.server) == nil and vim.empty_dict() or M.config.server
+end
+
 local function use_builtin()
   return M.config.implementation ~= "plugin" and compat.has_builtin_inline
 end
@@ -91,7 +96,67 @@ local function map_keys(bufnr)
   end, "infill: dismiss suggestion")
 end
 
+local function clients()
+  return compat.get_clients({ name = ghost.config.client_name })
+end
+
+-- The model as the server reports it (`infill.stats`): nil before the first answer, "loading",
+-- "ready" or "failed". The server loads the model in the background and answers with nothing
+-- meanwhile, so the user is told once, and asked for again when it is ready.
+M.model = { status = nil, error = nil }
+local watching = {}
+local MODEL_POLL_MS = 300
+
+--- When the model becomes ready, a buffer still in insert mode gets a suggestion at the cursor
+--- without waiting for the next key (the built-in 0.12 client asks again on its own next event).
+local function ask_again()
+  local bufnr = vim.api.nvim_get_current_buf()
+  local mode = vim.api.nvim_get_mode().mode
+  if use_builtin() or not M.config.enabled or mode:sub(1, 1) ~= "i" then
+    return
+  end
+  for _, client in ipairs(clients()) do
+    if client.attached_buffers and client.attached_buffers[bufnr] then
+      ghost.request(bufnr, 2)
+      return
+    end
+  end
+end
+
+--- Poll the server's model status until it is ready or failed.
+function M.watch_model(client)
+  if watching[client.id] then
+    return
+  end
+  watching[client.id] = true
+  local function poll()
+    if not vim.tbl_contains(vim.tbl_map(function(c) return c.id end, clients()), client.id) then
+      watching[client.id] = nil
+      return
+    end
+    compat.request(client, "workspace/executeCommand", { command = "infill.stats" }, function(err, res)
+      local model = (not err and type(res) == "table" and res.model) or {}
+      if model.status == "loading" or model.status == "unloaded" then
+        if M.model.status ~= "loading" then
+          vim.notify_once("infill: loading the model; suggestions appear when it is ready", vim.log.levels.INFO)
+        end
+        M.model.status = "loading"
+        vim.defer_fn(poll, MODEL_POLL_MS)
+        return
+      end
+      watching[client.id] = nil
+      local was = M.model.status
+      M.model.status, M.model.error = model.status or "ready", model.error
+      if was == "loading" and M.model.status == "ready" then
+        ask_again()
+      end
+    end, next(client.attached_buffers or {}))
+  end
+  poll()
+end
+
 local function on_attach(client, bufnr)
+  M.watch_model(client)
   if use_builtin() then
     vim.lsp.inline_completion.enable(M.config.enabled, { bufnr = bufnr })
   elseif M.config.enabled then
@@ -119,14 +184,10 @@ function M.start(bufnr)
     name = ghost.config.client_name,
     cmd = cmd,
     root_dir = root,
-    init_options = M.config.server,
-    settings = { infill = M.config.server },
+    init_options = server_options(),
+    settings = { infill = server_options() },
     on_attach = on_attach,
   }, { bufnr = bufnr })
-end
-
-local function clients()
-  return compat.get_clients({ name = ghost.config.client_name })
 end
 
 --- Turn suggestions on or off in every attached buffer (the server keeps running).
@@ -153,7 +214,8 @@ end
 function M.set_option(name, value)
   M.config.server[name] = value
   for _, client in ipairs(clients()) do
-    compat.notify(client, "workspace/didChangeConfiguration", { settings = { infill = M.config.server } })
+    compat.notify(client, "workspace/didChangeConfiguration", { settings = { infill = server_options() } })
+    M.watch_model(client) -- a new model loads in the background
   end
 end
 
@@ -176,12 +238,15 @@ function M.restart()
   end, 500)
 end
 
---- One line for a statusline: "infill 123 ms", "infill off", "infill error".
+--- One line for a statusline: "infill 123 ms", "infill loading", "infill off", "infill error".
 function M.status()
   if not M.config.enabled then
     return "infill off"
   end
-  if ghost.stats.last_error then
+  if M.model.status == "loading" then
+    return "infill loading"
+  end
+  if ghost.stats.last_error or M.model.status == "failed" then
     return "infill error"
   end
   if ghost.stats.last_latency_ms then
