@@ -10,7 +10,14 @@ from bench.soak import build_model, run_soak
 DURATION_S = 20
 BUDGET_MB = 4
 REQUEST_TIMEOUT_MS = 2000
-FIXED_OVERHEAD_MB = 150  # activations, allocator slack, Python objects: measured ~60-80 MiB
+# Bounds near the README's soak figures (120 s, bench/soak.py: peak RSS +26 MiB over idle, completion wait
+# max 2.8 s for a 2 s timeout, other requests p50 9.5 ms and max 111 ms), with margins measured on the
+# shared 2-core box at load average 6-7 (this test, twice: RSS +18.0/+18.7 MiB, growth -0.2/+0.6 MiB,
+# wait max 3428/3429 ms, other requests p50 8.7/10.5 ms, max 153/172 ms). Run alone it is nearer the README.
+FIXED_OVERHEAD_MB = 50  # activations, allocator slack, Python objects above the idle baseline
+WAIT_SLACK_MS = 2000  # past the request timeout: the cancel lands at the next prefill chunk or decode step
+OTHER_P50_MS = 50
+OTHER_MAX_MS = 500
 
 
 def test_short_soak_memory_levels_off_and_waits_are_bounded(tmp_path):
@@ -26,13 +33,13 @@ def test_short_soak_memory_levels_off_and_waits_are_bounded(tmp_path):
     # memory: the KV stays under its budget, RSS stops growing
     assert 0 < max(r.kv_bytes) <= BUDGET_MB * 2**20
     first, second = r.rss_after_warmup()
-    assert second - first < 20, r.report()
+    assert second - first < 10, r.report()
     assert max(m for _, m in r.rss) < r.baseline_rss_mb + BUDGET_MB + FIXED_OVERHEAD_MB, r.report()
-    # waits: no completion waits past its timeout (+ the server's slack + scheduling margin)
-    assert max(r.completion_waits_ms) < REQUEST_TIMEOUT_MS + 1000 + 2000, r.report()
+    # waits: no completion waits much past its timeout
+    assert max(r.completion_waits_ms) < REQUEST_TIMEOUT_MS + WAIT_SLACK_MS, r.report()
     # other requests stay fast while the model is busy
-    assert sorted(r.other_waits_ms)[len(r.other_waits_ms) // 2] < 200, r.report()
-    assert max(r.other_waits_ms) < 2000, r.report()
+    assert sorted(r.other_waits_ms)[len(r.other_waits_ms) // 2] < OTHER_P50_MS, r.report()
+    assert max(r.other_waits_ms) < OTHER_MAX_MS, r.report()
 
 
 def test_opening_typing_and_closing_many_documents_leaves_nothing_behind(tmp_path):
@@ -71,7 +78,7 @@ def test_opening_typing_and_closing_many_documents_leaves_nothing_behind(tmp_pat
         s = client.stats()
         assert s["openDocuments"] == 0 and s["modelRuns"] > 0
         assert server.worker.session_tokens("file:///churn/0.py").result(5) == []
-        assert len(server.worker.engine.caches.sessions) == 0 and server.worker.engine.cache_bytes() == 0
+        assert server.worker.engine.kv_stats() == {"bytes": 0, "documents": 0, "caches": 0}
         assert not server.typing._shown and not server.scheduler._current and server.scheduler._background is None
     finally:
         ips.close()
