@@ -40,12 +40,19 @@ class Engine:
     def close_session(self, session: str) -> None:
         self.caches.close(session)
 
+    def clear_sessions(self) -> None:
+        """Drop every session's cache (rebuilt on demand)."""
+        self.caches.clear()
+
     def cache_bytes(self) -> int:
         return self.caches.nbytes()
 
+    def kv_stats(self) -> dict:
+        """{"bytes", "documents", "caches"} (inference.kv_cache.SessionCaches.stats)."""
+        return self.caches.stats()
+
     def session_tokens(self, session: str) -> list[int]:
-        kv = self.caches.sessions.get(session)
-        return list(kv.tokens) if kv else []
+        return self.caches.held(session)
 
     # -- generation
     def _forward(self, kv: SessionKV, ids: list[int]) -> torch.Tensor:
@@ -123,7 +130,7 @@ class Engine:
                              f"{self.lm.max_context}")
         t0 = time.perf_counter()
         deadline = None if params.time_limit_s is None else t0 + params.time_limit_s
-        kv, held = self.caches.for_prompt(session, prompt)
+        kv, held = self.caches.match(session, prompt)
         reused = min(held, len(prompt) - 1)  # the last prompt token is always run for its logits
         kv.truncate(reused)
         budget = min(params.max_new_tokens, self.lm.max_context - len(prompt))

@@ -1,8 +1,9 @@
 """Per-session KV caches built for editing.
 
 Each session (one per document) owns preallocated key/value buffers for every layer and remembers the
-token ids they hold. A new prompt reuses the longest common token prefix (`match`), the rest is dropped
-(`truncate`) and only the new tokens are prefilled. Sessions live under a byte budget; the least
+token ids they hold. A new prompt reuses the longest common token prefix (`SessionKV.match`), the rest is
+dropped (`truncate`) and only the new tokens are prefilled. `SessionCaches` keeps them per document
+and is used through its verbs only (match a prompt, evict, close, clear, stats). Sessions live under a byte budget; the least
 recently used ones are evicted first. Buffers grow in steps of `GROW` positions up to the model's limit.
 """
 
@@ -94,71 +95,83 @@ class SessionKV:
         self.start = len(self.tokens)
 
 
-SECOND_PLACE = "\x00second place"  # key suffix of a session's second cache (see SessionCaches.for_prompt)
 SECOND_PLACE_MIN = 64  # a cache this long (tokens) is kept as the second place when a prompt moves away
+CURRENT, SECOND = "current", "second"  # a document's two places
 
 
 class SessionCaches:
-    """Sessions by key, least recently used first, under `budget_bytes` (sum of allocated buffers)."""
+    """The KV caches of all sessions (documents) under `budget_bytes` (the sum of allocated buffers),
+    used through a few verbs only: `match` a prompt, `evict` to the budget, `close` a document,
+    `clear`, `stats` (and `held`, what a document's cache holds). Each document has up to two
+    places (caches), kept in one least-recently-used order across documents."""
 
     def __init__(self, spec: KVSpec, budget_bytes: int):
         self.spec = spec
         self.budget_bytes = budget_bytes
-        self.sessions: OrderedDict[str, SessionKV] = OrderedDict()
+        self._lru: OrderedDict[tuple[str, str], SessionKV] = OrderedDict()  # (document, place), oldest first
 
-    def get(self, key: str | None) -> SessionKV:
-        """The session's cache (made most recent), or a fresh unstored one for key None."""
-        if key is None:
-            return SessionKV(self.spec)
-        kv = self.sessions.pop(key, None) or SessionKV(self.spec)
-        self.sessions[key] = kv
-        return kv
+    def fresh(self) -> SessionKV:
+        """A cache that is not kept (a run with no session)."""
+        return SessionKV(self.spec)
 
-    def for_prompt(self, key: str | None, prompt: list[int]) -> tuple[SessionKV, int]:
-        """The session's cache to run `prompt` in, and how many leading prompt tokens it holds. A
-        session (a document) keeps a second cache for the place it was at before: a jump elsewhere and
-        back, or a switch back after a jump, finds its prompt still cached. Of the two, the one sharing
-        the longer start with the prompt is used; a prompt that shares less than half of a long cache
-        moves that cache to second place (replacing the older one) instead of overwriting it. Both
-        count against the budget, least recently used first."""
+    def match(self, key: str | None, prompt: list[int]) -> tuple[SessionKV, int]:
+        """The document's cache to run `prompt` in (made most recent), and how many leading prompt
+        tokens it holds. A document keeps a second cache for the place it was at before: a jump
+        elsewhere and back, or a switch back after a jump, finds its prompt still cached. Of the
+        two, the one sharing the longer start with the prompt is used; a prompt that shares less
+        than half of a long cache moves that cache to second place (replacing the older one)
+        instead of overwriting it. Both count against the budget, least recently used first."""
         if key is None:
-            return self.get(None), 0
-        second = key + SECOND_PLACE
-        kv, other = self.sessions.get(key), self.sessions.get(second)
+            return self.fresh(), 0
+        lru, cur, sec = self._lru, (key, CURRENT), (key, SECOND)
+        kv, other = lru.get(cur), lru.get(sec)
         if kv is None and other is not None:  # the current cache was evicted, the second one not
-            kv, other = self.sessions.pop(second), None
-            self.sessions[key] = kv
+            kv, other = lru.pop(sec), None
         held = kv.match(prompt) if kv is not None else 0
-        if kv is not None:
-            other_held = other.match(prompt) if other is not None else -1
-            if other_held > held:
-                self.sessions[key], self.sessions[second] = other, kv
-                held = other_held
-            elif len(kv.tokens) >= SECOND_PLACE_MIN and 2 * held < len(kv.tokens):
-                self.sessions.pop(second, None)
-                self.sessions[second] = self.sessions.pop(key)
-                held = 0
-        return self.get(key), held
+        other_held = other.match(prompt) if kv is not None and other is not None else -1
+        if other_held > held:  # the second place fits better: the two swap
+            lru[sec] = lru[cur]
+            kv, held = other, other_held
+        elif kv is not None and len(kv.tokens) >= SECOND_PLACE_MIN and 2 * held < len(kv.tokens):
+            lru.pop(sec, None)
+            lru[sec] = kv
+            kv, held = None, 0
+        lru.pop(cur, None)
+        lru[cur] = kv if kv is not None else SessionKV(self.spec)
+        return lru[cur], held
+
+    def held(self, key: str) -> list[int]:
+        """The token ids the document's current cache holds."""
+        kv = self._lru.get((key, CURRENT))
+        return list(kv.tokens) if kv else []
 
     def close(self, key: str) -> None:
-        self.sessions.pop(key, None)
-        self.sessions.pop(key + SECOND_PLACE, None)
+        self._lru.pop((key, CURRENT), None)
+        self._lru.pop((key, SECOND), None)
+
+    def clear(self) -> None:
+        """Drop every cache (they are rebuilt on demand), e.g. after running out of memory."""
+        self._lru.clear()
 
     def nbytes(self) -> int:
-        return sum(kv.nbytes() for kv in self.sessions.values())
+        return sum(kv.nbytes() for kv in self._lru.values())
 
-    def evict(self, keep: str | None = None) -> list[str]:
-        """Drop least recently used sessions (never `keep` unless it alone is over budget) until the
-        total fits the budget. Returns the evicted keys."""
+    def stats(self) -> dict:
+        """{"bytes", "documents", "caches"}: what is held now."""
+        return {"bytes": self.nbytes(), "documents": len({doc for doc, _ in self._lru}), "caches": len(self._lru)}
+
+    def evict(self, keep: str | None = None) -> list[tuple[str, str]]:
+        """Drop least recently used caches (never `keep`'s current one unless it alone is over
+        budget) until the total fits the budget. Returns the (document, place) pairs dropped."""
         evicted = []
-        for key in list(self.sessions):
+        for place in list(self._lru):
             if self.nbytes() <= self.budget_bytes:
                 break
-            if key == keep:
+            if place == (keep, CURRENT):
                 continue
-            del self.sessions[key]
-            evicted.append(key)
-        if keep in self.sessions and self.nbytes() > self.budget_bytes:
-            del self.sessions[keep]
-            evicted.append(keep)
+            del self._lru[place]
+            evicted.append(place)
+        if (keep, CURRENT) in self._lru and self.nbytes() > self.budget_bytes:
+            del self._lru[(keep, CURRENT)]
+            evicted.append((keep, CURRENT))
         return evicted

@@ -102,16 +102,22 @@ class InferenceWorker:
                 continue
             self.busy_since = time.monotonic()
             try:
-                fut.set_result(getattr(self, "_do_" + kind)(arg))
+                result = getattr(self, "_do_" + kind)(arg)
             except BaseException as e:  # noqa: BLE001 - a job's failure must not end the worker
                 if isinstance(e, ModelError):  # a user error with its own clear message
                     log.warning("inference worker: %s job failed: %s", kind, e)
                 else:
                     log.exception("inference worker: %s job failed", kind)
+                self._finished()
                 fut.set_exception(e)
-            finally:
-                self.busy_since = None
-                self._update_snapshot()
+            else:
+                self._finished()
+                fut.set_result(result)
+
+    def _finished(self) -> None:
+        """Before a job's future resolves: whoever waits on it then reads figures that include it."""
+        self.busy_since = None
+        self._update_snapshot()
 
     def _update_snapshot(self) -> None:
         eng = self.engine
@@ -119,8 +125,8 @@ class InferenceWorker:
             self._snapshot = {"kvCacheBytes": 0, "kvSessions": 0}
             return
         try:
-            sessions = getattr(getattr(eng, "caches", eng), "sessions", {})
-            self._snapshot = {"kvCacheBytes": int(eng.cache_bytes()), "kvSessions": len(sessions)}
+            kv = eng.kv_stats()
+            self._snapshot = {"kvCacheBytes": int(kv["bytes"]), "kvSessions": kv["caches"]}
         except Exception:  # noqa: BLE001 - diagnostics only
             pass
 
@@ -168,14 +174,16 @@ class InferenceWorker:
             return self.engine.generate(job.prompt_ids, job.params, session=job.session, cancel=job.cancel,
                                         on_token=on_token)
         except Exception as e:
-            if type(e).__name__ == "OutOfMemoryError":  # torch's; the module stays free of a torch import
+            import torch
+
+            if isinstance(e, torch.OutOfMemoryError):
                 self._free_kv_after_oom()
             raise
 
     def _free_kv_after_oom(self) -> None:
         """Out of memory: drop every document's KV cache (it is rebuilt on demand), so the next
         request has room instead of failing the same way."""
-        self.engine.caches.sessions.clear()
+        self.engine.clear_sessions()
         import torch
 
         if torch.cuda.is_available():

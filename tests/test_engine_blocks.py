@@ -55,7 +55,7 @@ def test_bf16_cpu_model_gets_decode_ops_and_tracks_fp32(tmp_path, monkeypatch):
 def _step_logits(lm, prompt: list[int], tokens: list[int]) -> torch.Tensor:
     """Logits after the prompt and after each of `tokens`, fed one at a time (one-token steps)."""
     eng = Engine(lm)
-    kv = eng.caches.get("s")
+    kv = eng.caches.fresh()
     kv.reserve(len(prompt) + len(tokens))
     with torch.inference_mode():
         rows = [eng._forward(kv, prompt)]

@@ -22,7 +22,7 @@ def lm(tmp_path_factory):
 
 
 def first_logits(eng: Engine, ids: list[int]) -> torch.Tensor:
-    kv = eng.caches.get(None)
+    kv = eng.caches.fresh()
     kv.reserve(len(ids))
     with torch.inference_mode():
         return eng._prefill(kv, ids, None, None)[0]
@@ -53,7 +53,7 @@ def test_long_prefill_runs_under_autocast_and_the_cache_and_decode_stay_fp32(lm,
     prefill = [(n - n % rows, True)] + ([(n % rows, False)] if n % rows else [])
     assert seen[:len(prefill)] == prefill and all(not on for _, on in seen[len(prefill):])
     assert len(seen) == len(prefill) + 5
-    kv = eng.caches.sessions["doc"]
+    kv, _ = eng.caches.match("doc", ids)
     assert all(k.dtype == torch.float32 for k in kv.keys + kv.values)
     monkeypatch.undo()
     # the first token's logits: fp32 logits up to bf16 rounding of the prefill

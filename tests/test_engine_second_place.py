@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from inference.engine import Engine, GenerationParams
-from inference.kv_cache import SECOND_PLACE, SECOND_PLACE_MIN
+from inference.kv_cache import CURRENT, SECOND_PLACE_MIN
 from inference.loader import load_model
 from tests import checkpoints as ck
 
@@ -38,9 +38,9 @@ def test_jump_away_and_back_reuses_the_first_place(lm):
     assert back.token_ids[:1] == eng.generate(here + first.token_ids[:1], params).token_ids[:1]  # same as a fresh run
     again = eng.generate(there, params, session="doc")  # and the other way round
     assert again.reused_tokens == len(there) - 1
-    assert set(eng.caches.sessions) == {"doc", "doc" + SECOND_PLACE}
+    assert eng.kv_stats()["documents"] == 1 and eng.kv_stats()["caches"] == 2
     eng.close_session("doc")
-    assert not eng.caches.sessions and eng.cache_bytes() == 0
+    assert eng.kv_stats() == {"bytes": 0, "documents": 0, "caches": 0}
 
 
 def test_typing_on_does_not_make_a_second_place(lm):
@@ -50,7 +50,7 @@ def test_typing_on_does_not_make_a_second_place(lm):
     eng.generate(here, params, session="doc")
     eng.generate(here + here[:3], params, session="doc")  # the prompt grows: same cache
     eng.generate(here[:-2] + here[:2], params, session="doc")  # a small edit near the end: same cache
-    assert list(eng.caches.sessions) == ["doc"]
+    assert eng.kv_stats()["caches"] == 1
 
 
 def test_second_places_are_evicted_under_the_budget(lm):
@@ -61,7 +61,7 @@ def test_second_places_are_evicted_under_the_budget(lm):
     one = eng.cache_bytes()
     eng.caches.budget_bytes = one  # room for one cache only
     res = eng.generate(there, params, session="doc")
-    assert res.reused_tokens == 0 and list(eng.caches.sessions) == ["doc"] and eng.cache_bytes() <= one
+    assert res.reused_tokens == 0 and eng.kv_stats()["caches"] == 1 and eng.cache_bytes() <= one
 
 
 def test_the_second_place_serves_when_the_current_cache_alone_was_evicted(lm):
@@ -70,7 +70,7 @@ def test_the_second_place_serves_when_the_current_cache_alone_was_evicted(lm):
     params = GenerationParams(max_new_tokens=1)
     eng.generate(here, params, session="doc")
     eng.generate(there, params, session="doc")  # `here` moves to second place
-    del eng.caches.sessions["doc"]  # as least-recently-used eviction may leave it
+    del eng.caches._lru[("doc", CURRENT)]  # the state least-recently-used eviction may leave
     back = eng.generate(here, params, session="doc")
     assert back.reused_tokens == len(here) - 1
-    assert list(eng.caches.sessions) == ["doc"]
+    assert eng.kv_stats()["caches"] == 1

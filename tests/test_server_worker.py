@@ -45,6 +45,9 @@ class FakeEngine:
     def cache_bytes(self):
         return 100 * len(self.sessions)
 
+    def kv_stats(self):
+        return {"bytes": self.cache_bytes(), "documents": len(self.sessions), "caches": len(self.sessions)}
+
     def session_tokens(self, session):
         return self.sessions.get(session, [])
 
