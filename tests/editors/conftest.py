@@ -1,4 +1,4 @@
-"""Fixtures for the editor tests: a tiny checkpoint for the real server, and the editor binaries.
+"""Fixtures for the editor tests: a tiny scripted checkpoint for the real server, and the editor binaries.
 
 An editor that is missing skips its tests on a developer's machine, but fails them under CI
 (CI=true), where .ci/run installs every editor: there they must run.
@@ -34,9 +34,6 @@ def find_executable(name: str) -> str | None:
     return str(beside) if beside.exists() else shutil.which(name)
 
 
-SEEDS_TO_TRY = 5
-
-
 @pytest.fixture(scope="session")
 def server_command() -> list[str]:
     """How the editors start the real server in these tests."""
@@ -45,20 +42,16 @@ def server_command() -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, server_command) -> Path:
-    """A 2-layer random StarCoder-style checkpoint with FIM tokens that, through the real server,
-    suggests something at the spot where the editor scenarios type (a random model may suggest
-    nothing there; the first seed that does is used)."""
-    from tests.checkpoints import make_gpt_bigcode
-
+    """A tiny StarCoder-style checkpoint that, through the real server, suggests
+    scripted_checkpoint.SUGGESTION (two lines) after `def add(a, b):`, every time
+    (tests/editors/scripted_checkpoint.py)."""
     from .lsp_probe import scenario_suggestion
+    from .scripted_checkpoint import SUGGESTION, make_scripted_gpt_bigcode
 
-    root = tmp_path_factory.mktemp("editor-model")
-    for seed in range(SEEDS_TO_TRY):
-        folder = make_gpt_bigcode(root / f"tiny-starcoder-{seed}", seed=seed)
-        if scenario_suggestion(server_command, str(folder)):
-            return folder
-    pytest.fail(f"none of {SEEDS_TO_TRY} tiny random checkpoints gets a suggestion in the editor scenario "
-                "(tests/editors/lsp_probe.py): the server dropped every one")
+    folder = make_scripted_gpt_bigcode(tmp_path_factory.mktemp("editor-model") / "scripted-starcoder")
+    got = scenario_suggestion(server_command, str(folder))
+    assert got == SUGGESTION, f"the scripted checkpoint suggests {got!r} in the editor scenario, not {SUGGESTION!r}"
+    return folder
 
 
 @pytest.fixture(scope="session")

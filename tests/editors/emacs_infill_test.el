@@ -2,8 +2,9 @@
 
 ;; Run by test_emacs.py:
 ;;   emacs --batch -l emacs_infill_test.el -f ert-run-tests-batch-and-exit
-;; Environment: INFILL_REPO, INFILL_SERVER_CMD (JSON list), INFILL_TEST_MODEL, INFILL_WORKDIR.
-;; Every wait is bounded.
+;; Environment: INFILL_REPO, INFILL_SERVER_CMD (JSON list), INFILL_TEST_MODEL, INFILL_WORKDIR,
+;; INFILL_TEST_SUGGESTION (what the scripted checkpoint suggests after `infill-test-typed': two
+;; lines).  Every wait is bounded and fails the test when it runs out.
 
 ;;; Code:
 
@@ -16,7 +17,10 @@
 
 (setq infill-server-command (append (json-parse-string (getenv "INFILL_SERVER_CMD") :array-type 'list) nil)
       infill-server-options (list :model (getenv "INFILL_TEST_MODEL") :device "cpu"
-                                  :maxNewTokensSingleLine 16 :maxNewTokensMultiLine 16)
+                                  :maxNewTokensSingleLine 16 :maxNewTokensMultiLine 16
+                                  ;; the checkpoint's sampled candidates differ from its greedy one
+                                  ;; (each ~9 in 10): with 5 sampled, there are others to cycle to
+                                  :numCandidates 6)
       infill-delay 0.05
       eglot-sync-connect 30
       python-indent-guess-indent-offset nil)
@@ -26,6 +30,7 @@
 (add-hook 'eglot-managed-mode-hook #'infill-mode-maybe)
 
 (defconst infill-test-typed "def add(a, b):")
+(defconst infill-test-suggestion (getenv "INFILL_TEST_SUGGESTION"))
 
 (defun infill-test-wait (what predicate &optional seconds)
   "Process events until PREDICATE is non-nil, or fail naming WHAT after SECONDS."
@@ -59,10 +64,12 @@
   infill-test-buffer)
 
 (defun infill-test-reset-line ()
-  "Empty line 3 and put point there."
+  "Back to the file as it was (a test may have accepted lines), point on its empty line 3."
+  (infill-dismiss)
+  (erase-buffer)
+  (insert "import os\n\n\n")
   (goto-char (point-min))
-  (forward-line 2)
-  (delete-region (point) (line-end-position)))
+  (forward-line 2))
 
 (defun infill-test-line ()
   (buffer-substring-no-properties (line-beginning-position) (line-end-position)))
@@ -77,47 +84,128 @@
       (should (eq (eglot-current-server) (car (infill--servers))))
       (should (= (length candidates) 1))
       (let* ((item (get-text-property 0 'eglot--lsp-item (car candidates)))
-             (new-text (plist-get (plist-get item :textEdit) :newText)))
-        (should (stringp new-text))
+             (new-text (plist-get (plist-get item :textEdit) :newText))
+             (start (line-beginning-position)))
+        (should (equal new-text infill-test-suggestion))
         (completion-at-point)
         ;; the textEdit starts at the cursor here (no word before it), so the line grows by newText
-        (should (equal (buffer-substring-no-properties (line-beginning-position 0) (point))
-                       (concat "\n" infill-test-typed new-text)))))))
+        (should (equal (buffer-substring-no-properties start (point))
+                       (concat infill-test-typed new-text)))))))
 
-(ert-deftest infill-mode-shows-ghost-text-accepts-and-dismisses ()
+(defun infill-test-shown ()
+  "The ghost text as drawn: the overlay's after-string, without properties."
+  (substring-no-properties (overlay-get infill--overlay 'after-string)))
+
+(ert-deftest infill-mode-shows-a-two-line-suggestion-accepts-and-dismisses ()
   (with-current-buffer (infill-test-buffer)
     (switch-to-buffer (current-buffer))
     (infill-test-reset-line)
     (should infill-mode)                ; turned on by eglot-managed-mode-hook (infill-mode-maybe)
+    (should (string-search "\n" infill-test-suggestion))
     ;; Typing (real commands through the command loop) schedules a request; ghost text appears.
     (execute-kbd-macro infill-test-typed)
     (should (equal (infill-test-line) infill-test-typed))
     (infill-test-wait "ghost text" #'infill-visible-p)
-    (let ((suggestion (infill-current-text)))
-      (should (> (length suggestion) 0))
-      (should (= (overlay-start infill--overlay) (point)))
-      (should (equal (substring-no-properties (overlay-get infill--overlay 'after-string))
-                     suggestion))      ; nothing after point to replace here: shown as it comes
-      ;; C-g dismisses it and leaves the text alone.
-      (execute-kbd-macro (kbd "C-g"))
+    (should (equal (infill-current-text) infill-test-suggestion))
+    (should (= (overlay-start infill--overlay) (point)))
+    ;; Both lines drawn after point (nothing after point to replace here: shown as it comes).
+    (should (equal (infill-test-shown) infill-test-suggestion))
+    ;; C-g dismisses it and leaves the text alone.
+    (execute-kbd-macro (kbd "C-g"))
+    (should-not (infill-visible-p))
+    (should (equal (infill-test-line) infill-test-typed))
+    ;; Retype the last character: it comes back.
+    (execute-kbd-macro (kbd "DEL :"))
+    (infill-test-wait "ghost text again" #'infill-visible-p)
+    (should (equal (infill-test-shown) infill-test-suggestion))
+    ;; M-<right> takes its first word ("  #"); the rest stays drawn, still two lines.
+    (execute-kbd-macro (kbd "M-<right>"))
+    (let* ((word (progn (string-match "\\`[[:space:]]*[^[:alnum:]_[:space:]]+" infill-test-suggestion)
+                        (match-string 0 infill-test-suggestion)))
+           (rest (substring infill-test-suggestion (length word))))
+      (should (equal (infill-test-line) (concat infill-test-typed word)))
+      (should (infill-visible-p))
+      (should (equal (infill-test-shown) rest))
+      (should (string-search "\n" rest))
+      ;; TAB inserts exactly what was shown, over two lines, and leaves point after it.
+      (let ((accepted (plist-get infill-stats :accepted)))
+        (execute-kbd-macro (kbd "TAB"))
+        (should-not (infill-visible-p))
+        (should (equal (buffer-substring-no-properties (line-beginning-position 0) (point))
+                       (concat infill-test-typed infill-test-suggestion)))
+        (should (equal (infill-test-line) (car (last (split-string infill-test-suggestion "\n")))))
+        (should (= (point) (line-end-position)))
+        (should (= (plist-get infill-stats :accepted) (1+ accepted)))))
+    ;; The accepted second line goes, for the next test.
+    (delete-region (line-beginning-position 0) (line-end-position))))
+
+(ert-deftest infill-next-and-previous-cycle-through-the-candidates ()
+  (with-current-buffer (infill-test-buffer)
+    (switch-to-buffer (current-buffer))
+    (infill-test-reset-line)
+    (execute-kbd-macro infill-test-typed)
+    (infill-test-wait "ghost text" #'infill-visible-p)
+    (should (equal (infill-current-text) infill-test-suggestion))
+    ;; M-] with one candidate known asks for several (Invoked) and shows the second.
+    (execute-kbd-macro (kbd "M-]"))
+    (infill-test-wait "the other candidates" (lambda () (> (length infill--candidates) 1)))
+    (let ((texts (mapcar #'car infill--candidates)))
+      (should (equal (car texts) infill-test-suggestion)) ; the shown one comes first
+      (should (equal texts (cl-remove-duplicates texts :test #'equal :from-end t)))
+      (should (= infill--index 1))
+      (should (equal (infill-test-shown) (nth 1 texts)))
+      (should-not (equal (nth 1 texts) infill-test-suggestion))
+      ;; M-[ goes back to the first, M-[ again wraps round to the last, M-] wraps to the first.
+      (execute-kbd-macro (kbd "M-["))
+      (should (equal (infill-test-shown) (nth 0 texts)))
+      (execute-kbd-macro (kbd "M-["))
+      (should (equal (infill-test-shown) (car (last texts))))
+      (execute-kbd-macro (kbd "M-]"))
+      (should (equal (infill-test-shown) (nth 0 texts)))
+      (execute-kbd-macro (kbd "M-] TAB"))  ; TAB takes the candidate shown, not the first
       (should-not (infill-visible-p))
-      (should (equal (infill-test-line) infill-test-typed))
-      ;; Retype the last character: it comes back; M-<right> takes a word, TAB the rest.
-      (execute-kbd-macro (kbd "DEL :"))
-      (infill-test-wait "ghost text again" #'infill-visible-p)
-      (should (equal (infill-current-text) suggestion))
-      (execute-kbd-macro (kbd "M-<right>"))
-      (let ((after-word (buffer-substring-no-properties (line-beginning-position) (point))))
-        (should (string-prefix-p infill-test-typed after-word))
-        (should (> (length after-word) (length infill-test-typed)))
-        (when (infill-visible-p)
-          (should (equal (concat after-word (infill-current-text)) (concat infill-test-typed suggestion)))))
-      (when (infill-visible-p)
-        (execute-kbd-macro (kbd "TAB")))
-      (should-not (infill-visible-p))
-      (should (equal (buffer-substring-no-properties (line-beginning-position (- 1 (cl-count ?\n suggestion))) (point))
-                     (concat infill-test-typed suggestion)))
-      (should (>= (plist-get infill-stats :accepted) 1)))))
+      (should (equal (infill-test-line) (concat infill-test-typed (nth 1 texts)))))))
+
+(ert-deftest infill-show-stats-reports-the-counters ()
+  (with-current-buffer (infill-test-buffer)
+    (switch-to-buffer (current-buffer))
+    (infill-test-reset-line)
+    (cl-flet ((counts ()
+                (let ((text (infill-show-stats))
+                      (re (concat "\\`infill: requests \\([0-9]+\\), shown \\([0-9]+\\), accepted \\([0-9]+\\), "
+                                  "errors \\([0-9]+\\), last latency \\([0-9]+\\) ms\\'")))
+                  (should (string-match re text))
+                  (mapcar (lambda (n) (string-to-number (match-string n text))) '(1 2 3 4)))))
+      (let ((before (counts)))
+        (should (equal before (list (plist-get infill-stats :requests) (plist-get infill-stats :shown)
+                                    (plist-get infill-stats :accepted) (plist-get infill-stats :errors))))
+        ;; One suggestion asked for, shown and accepted: each count goes up by one.
+        (execute-kbd-macro infill-test-typed)
+        (infill-test-wait "ghost text" #'infill-visible-p)
+        (execute-kbd-macro (kbd "TAB"))
+        (should (equal (counts) (list (1+ (nth 0 before)) (1+ (nth 1 before)) (1+ (nth 2 before))
+                                      (nth 3 before))))))))
+
+(ert-deftest infill-modes-chooses-where-eglot-uses-infill-ls ()
+  (require 'js)                         ; a mode's parent is known once its file is loaded
+  (let ((eglot-server-programs eglot-server-programs) (infill-modes infill-modes))
+    (cl-flet ((contact-for (mode) (nth 2 (eglot--lookup-mode mode))))
+      ;; The default, prog-mode: every programming mode, ahead of eglot's own servers.
+      (should (eq (contact-for 'python-mode) #'infill--contact))
+      (should (eq (contact-for 'js-mode) #'infill--contact))
+      (should-not (eq (contact-for 'text-mode) #'infill--contact))
+      ;; Only Python: JavaScript goes back to eglot's own server for it.
+      (setq infill-modes '(python-mode))
+      (infill-eglot-setup)
+      (should (eq (contact-for 'python-mode) #'infill--contact))
+      (should (contact-for 'js-mode))
+      (should-not (eq (contact-for 'js-mode) #'infill--contact))
+      (should (= 1 (cl-count #'infill--contact eglot-server-programs :key #'cdr)))))
+  ;; What the buffer of a mode in the list gets: the server that is running here.
+  (with-current-buffer (infill-test-buffer)
+    (should (eq (eglot-current-server) (car (infill--servers))))
+    (should (equal (seq-take (nth 3 (eglot--guess-contact)) (length infill-server-command))
+                   infill-server-command))))
 
 (ert-deftest infill-moving-point-clears-the-suggestion ()
   (with-current-buffer (infill-test-buffer)

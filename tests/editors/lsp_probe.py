@@ -1,6 +1,6 @@
-"""A minimal stdio LSP client, used once per session to check that a tiny random checkpoint
-suggests something (non-empty) at the spot the editor scenarios type to, before the editors run.
-A random model may well suggest nothing there; the editor tests need a suggestion to show."""
+"""A minimal stdio LSP client, used once per session to check that the tiny scripted checkpoint
+suggests what it was built to suggest at the spot the editor scenarios type to, before the editors
+run: the editor tests assert on that suggestion being shown."""
 
 from __future__ import annotations
 

@@ -25,7 +25,10 @@ local infill = require("infill")
 local ghost = require("infill.ghost")
 infill.setup({
   cmd = vim.json.decode(env.INFILL_SERVER_CMD),
-  server = { model = env.INFILL_TEST_MODEL, device = "cpu", maxNewTokensSingleLine = 16, maxNewTokensMultiLine = 16 },
+  server = { model = env.INFILL_TEST_MODEL, device = "cpu", maxNewTokensSingleLine = 16, maxNewTokensMultiLine = 16,
+            -- the checkpoint's sampled candidates differ from its greedy one (each ~9 in 10): with
+            -- 5 sampled, cycling has others to show
+            numCandidates = 6 },
   debounce_ms = 30,
   -- The ghost text this plugin draws (what Neovim 0.10/0.11 use); 0.12+ would otherwise
   -- switch to the built-in vim.lsp.inline_completion, which this scenario does not inspect.
@@ -101,6 +104,9 @@ local function scenario()
     end
     return status == "ready"
   end, 60000)
+  -- The plugin polls the model's status too, and asks again at the cursor when it turns ready:
+  -- let that happen before the scenario counts requests.
+  wait_for("the plugin to see the model ready", function() return infill.model.status == "ready" end)
 
   -- 1. Type a line in insert mode: ghost text appears at the cursor.
   keys("Gidef add(a, b):")
@@ -162,6 +168,23 @@ local function scenario()
   sleep(50)
   local texts, index = ghost.candidates(buf)
   step("cycled", { before = before_cycle, shown = shown(), candidates = texts, index = index })
+
+  -- 6b. Ctrl+] dismisses what is shown and leaves the text alone; then keys do their usual job:
+  -- Tab inserts a tab, and a typed character is just typed.
+  local before_dismiss = vim.api.nvim_get_current_line()
+  keys("<C-]>")
+  wait_for("the ghost text dismissed", function() return #marks() == 0 end)
+  local dismissed = { marks = #marks(), line = vim.api.nvim_get_current_line(), mode = vim.api.nvim_get_mode().mode,
+                      before = before_dismiss }
+  keys("<Tab>x")
+  local ok = pcall(wait_for, "Tab and x typed", function() return vim.api.nvim_get_current_line() == before_dismiss .. "\tx" end, 2000)
+  dismissed.after_keys = vim.api.nvim_get_current_line()
+  if not ok then
+    error("after Ctrl+], Tab x made the line " .. vim.inspect(dismissed.after_keys))
+  end
+  step("dismissed", dismissed)
+  keys("<BS><BS>")
+  wait_for("Tab and x deleted", function() return vim.api.nvim_get_current_line() == before_dismiss end)
 
   -- 7. Options changed at run time reach the server: python off, then on again.
   vim.cmd("InfillSet languages rust")
@@ -243,7 +266,22 @@ local function scenario()
   prefetched.off = settle()
   infill.config.prefetch = true
   step("prefetch", prefetched)
-  step("stats_text", infill.stats_text())
+
+  -- 11. :InfillStats shows the client's and the server's counters; one more suggestion shown
+  -- counts in both.
+  local notified = {}
+  local notify = vim.notify
+  vim.notify = function(msg) table.insert(notified, msg) end
+  vim.cmd("InfillStats")
+  local plugin_requests = ghost.stats.requests
+  vim.api.nvim_win_set_cursor(0, { 3, 0 }) -- def add(a, b):
+  keys("A<BS>:")
+  wait_for("ghost text for the stats", function() return shown() ~= nil end)
+  keys("<Esc>")
+  wait_for("normal mode", function() return vim.api.nvim_get_mode().mode == "n" end)
+  vim.cmd("InfillStats")
+  vim.notify = notify
+  step("stats_commands", { messages = notified, requests = { plugin_requests, ghost.stats.requests } })
   report.stats = ghost.stats
 end
 

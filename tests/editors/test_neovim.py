@@ -1,11 +1,14 @@
-"""Neovim (0.11, headless) with editors/nvim against the real server: type, see ghost text,
-leave insert mode or move and it goes, accept a word, accept the rest, and the buffer holds it;
-moving the cursor (not typing) sends infill/prefetch."""
+"""Neovim (0.11, headless) with editors/nvim against the real server and the scripted checkpoint
+(tests/editors/scripted_checkpoint.py): type, see the two-line ghost text (inline and below the
+line), leave insert mode, move or press Ctrl+] and it goes, accept a word, accept the rest, and
+the buffer holds it; cycle candidates; :InfillStats counts; moving the cursor (not typing) sends
+infill/prefetch."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import REPO
+from .scripted_checkpoint import SUGGESTION
 
 pytestmark = pytest.mark.editor
 
@@ -44,13 +48,14 @@ def test_typing_shows_ghost_text_at_the_cursor(nvim_run):
     assert nvim_run["filetype"] == "python"
     typed = nvim_run["typed"]
     assert typed["lines"] == ["import os", "", TYPED]
-    assert typed["ghost"], "empty ghost text"
+    assert typed["ghost"] == SUGGESTION
     _, row, col, details = typed["mark"]
     assert (row, col) == (2, len(TYPED)), "ghost text is not at the cursor"
-    if details.get("virt_text"):  # the rest of the line, drawn inside it at the cursor
-        assert details["virt_text_pos"] == "inline"
-        assert details["virt_text"][0][1] == "InfillGhostText"
-    assert len(details.get("virt_lines", [])) == typed["ghost"].count("\n")
+    first, *below = SUGGESTION.split("\n")
+    assert below, "the scripted suggestion has a second line"
+    # the rest of the line, drawn inside it at the cursor; the next lines below the cursor's line
+    assert (details["virt_text"], details["virt_text_pos"]) == ([[first, "InfillGhostText"]], "inline")
+    assert details["virt_lines"] == [[[line, "InfillGhostText"]] for line in below]
 
 
 def test_leaving_insert_mode_and_moving_the_cursor_clear_the_ghost_text(nvim_run):
@@ -60,12 +65,7 @@ def test_leaving_insert_mode_and_moving_the_cursor_clear_the_ghost_text(nvim_run
 
 
 def test_typing_the_shown_text_keeps_the_rest_without_a_new_request(nvim_run):
-    ghost = nvim_run["typed"]["ghost"]
-    through = nvim_run["typed_through"]
-    if len(ghost) > 1:
-        assert through == {"ghost": ghost[1:], "requests": 0}
-    else:  # typed it all: nothing left to show
-        assert through["ghost"] is None
+    assert nvim_run["typed_through"] == {"ghost": SUGGESTION[1:], "requests": 0}
 
 
 def test_accepting_a_word_then_the_rest_puts_the_suggestion_in_the_buffer(nvim_run):
@@ -74,13 +74,14 @@ def test_accepting_a_word_then_the_rest_puts_the_suggestion_in_the_buffer(nvim_r
     assert before == ["import os", "", TYPED]
     full = "\n".join(before) + suggestion
 
+    assert suggestion == SUGGESTION
+    word = re.match(r"\s*[^\w\s]+", SUGGESTION).group()  # "  #": spaces and punctuation
     after_word = nvim_run["after_word"]
-    word_text = "\n".join(after_word["lines"])
-    assert word_text != "\n".join(before), "accept-word inserted nothing"
-    if after_word["ghost"] is not None:  # the rest stays shown, and is exactly what is left
-        assert word_text + after_word["ghost"] == full
+    assert after_word["lines"] == ["import os", "", TYPED + word]
+    assert after_word["ghost"] == SUGGESTION[len(word):], "the rest stays shown, two lines still"
 
     assert "\n".join(accepted["lines"]) == full
+    assert len(accepted["lines"]) == len(before) + SUGGESTION.count("\n")
     last_line = full.split("\n")[-1]
     assert accepted["cursor"] == [len(accepted["lines"]), len(last_line.encode())], "cursor not after the text"
     assert accepted["mode"] == "i"
@@ -92,10 +93,16 @@ def test_cycling_shows_the_next_of_several_candidates(nvim_run):
     assert cycled["before"] == nvim_run["typed"]["ghost"]
     candidates = cycled["candidates"]
     assert candidates and candidates[0] == cycled["before"], "the Invoked answer starts with the shown one"
-    if len(candidates) > 1:
-        assert (cycled["index"], cycled["shown"]) == (2, candidates[1])
-    else:  # nothing else to show: the suggestion stays
-        assert cycled["shown"] == cycled["before"]
+    assert len(candidates) > 1 and len(set(candidates)) == len(candidates), candidates
+    assert (cycled["index"], cycled["shown"]) == (2, candidates[1])
+    assert cycled["shown"] != cycled["before"]
+
+
+def test_ctrl_bracket_dismisses_and_then_keys_do_their_usual_job(nvim_run):
+    d = nvim_run["dismissed"]
+    assert d["marks"] == 0, "Ctrl+] left the ghost text"
+    assert (d["line"], d["mode"]) == (d["before"], "i"), "Ctrl+] changed the text or left insert mode"
+    assert d["after_keys"] == d["before"] + "\tx", "after dismissing, Tab must insert a tab (not the suggestion)"
 
 
 def test_an_option_set_at_run_time_reaches_the_server(nvim_run):
@@ -122,10 +129,25 @@ def test_prefetch_is_sent_once_where_the_cursor_comes_to_rest_and_never_for_typi
     assert p["off"] == start + 2, f"prefetch = false: none; {p}"
 
 
-def test_stats_show_the_client_counters_and_the_server_model(nvim_run):
-    text = nvim_run["stats_text"]
-    assert text.startswith("infill: requests ")
-    assert "server: model " in text and "(ready)" in text
+CLIENT_LINE = re.compile(r"infill: requests (\d+), shown (\d+), accepted (\d+), errors (\d+), last latency \d+ ms")
+SERVER_LINE = re.compile(r"server: model (.+) \(ready\), suggestions shown (\d+), accepted (\d+), p50 [\d.]+ ms")
+
+
+def test_infill_stats_shows_the_client_and_server_counters_and_they_grow(nvim_run, tiny_model):
+    stats = nvim_run["stats_commands"]
+    assert len(stats["messages"]) == 2, stats
+    counts = []
+    for message in stats["messages"]:
+        client_line, server_line = message.split("\n")
+        client, server = CLIENT_LINE.fullmatch(client_line), SERVER_LINE.fullmatch(server_line)
+        assert client and server, message
+        assert server.group(1) == str(tiny_model)
+        counts.append([int(client.group(i)) for i in (1, 2, 3)] + [int(server.group(i)) for i in (2, 3)])
+    (requests0, shown0, accepted0, server_shown0, server_accepted0), after = counts
+    assert requests0 == stats["requests"][0] and after[0] == stats["requests"][1] > requests0
+    assert after[1] > shown0 and shown0 >= 1 and accepted0 >= 1
+    assert after[3] > server_shown0 >= 1, "the server's count of suggestions shown did not grow"
+    assert after[4] == server_accepted0  # (the server restarted since the suggestion accepted above)
 
 
 WIRING_SCRIPT = Path(__file__).with_name("nvim_builtin_wiring.lua")

@@ -63,8 +63,10 @@ local function default_cmd(bufnr)
   return { exe, "serve" }
 end
 
+-- "i": in front of what is still waiting to be typed, so a key that falls through keeps its place
+-- (appended, Tab then x typed quickly came out as x then Tab).
 local function feed(keys)
-  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes(keys, true, false, true), "n", false)
+  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes(keys, true, false, true), "ni", false)
 end
 
 local function map_keys(bufnr)
