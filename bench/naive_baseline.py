@@ -1,10 +1,10 @@
-"""The naive way to serve a completion, for bench/typing.py to compare with: for every request,
+"""The naive way to serve a completion, for bench/typing_bench.py to compare with: for every request,
 transformers `generate` (greedy, KV cache within the request only) on the full prompt, nothing kept
 between keystrokes.
 
 The prompt is the one the server builds for the same document text and cursor: this module calls
 the server's own prompt stage (lsp_server.completion.build_prompt) in-process (same tokenizer, same budget, same layout), so both sides
-run exactly the same token ids; bench/typing.py checks the lengths against the server's log.
+run exactly the same token ids; bench/typing_bench.py checks the lengths against the server's log.
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@ Tasks, in the style of HumanEval-Infill (Bavarian et al. 2022) and SantaCoder's 
 
 Files come from the held-out split of ``training.data`` (a fixed hash of the path), so the model never
 saw them in training; tasks are drawn with a fixed seed. Every model run goes through the server's
-own prompt building (``lsp_server.prompt.PromptBuilder`` with the server's token budget) and shaping
-(``lsp_server.postprocess.shape``, with its early block-end stop), greedy decoding, the server's
-default token limits and prefill dtype. Modes:
+own stages (``lsp_server.completion``: ``build_prompt`` with the server's token budget,
+``generation_job`` with its stop ids and early block-end stop, ``shape_result``) on the server's
+engine (``inference.api.in_process_engine``, loaded with the server's KV budget and prefill dtype),
+greedy, the server's default token limits. Modes:
 
 * ``fim-psm``: ``<fim_prefix>prefix<fim_suffix>suffix<fim_middle>``
 * ``fim-spm``: ``<fim_prefix><fim_suffix>suffix<fim_middle>prefix`` (what the server uses)
@@ -31,11 +32,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
-import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -144,59 +145,51 @@ def paired_lead(ours: list[float], theirs: list[float], seed: int = 0, rounds: i
     return {"mean": sum(diffs) / n, "low": boots[int(0.025 * rounds)], "high": boots[int(0.975 * rounds) - 1]}
 
 
-# -- the server's prompt building and shaping (one adapter) -------------------------------------
+# -- the server's own pipeline ------------------------------------------------------------------
 
 class ServerPipeline:
-    """Builds prompts and shapes suggestions exactly as ``lsp_server.completion`` does."""
+    """The server's stages (lsp_server.completion: build_prompt, generation_job, shape_result) on the
+    server's engine (inference.api's in-process EngineClient, loaded as the server loads it), greedy,
+    with no session. The comparison layouts (psm, prefix) only swap the prompt."""
 
-    def __init__(self, lm, suffix_fraction: float | None = None) -> None:
-        from inference.engine import Engine
-        from inference.worker import prefill_autocast_dtype
+    def __init__(self, model: str | None, suffix_fraction: float | None = None) -> None:
+        from inference.api import ModelSpec, in_process_engine
         from lsp_server.config import Config
         from lsp_server.prompt import Budget, PromptBuilder
 
-        self.lm = lm
         self.cfg = Config() if suffix_fraction is None else Config(suffix_fraction=suffix_fraction)
-        self.engine = Engine(lm)
-        self.engine.prefill_autocast = prefill_autocast_dtype(lm, self.cfg.prefill_dtype)  # as the server
+        self.engine = in_process_engine()
+        spec = ModelSpec(model, "cpu", "float32", self.cfg.kv_budget_mb * 2**20, self.cfg.prefill_dtype)
+        self.info = self.engine.load(spec).result()
+        self.builder = PromptBuilder(self.info)
+        self.builder.prepare_healing()
         self.builders = {}
         for layout in ("psm", "spm", "prefix"):
-            b = PromptBuilder(lm)
+            b = PromptBuilder(self.info)
             b.layout = layout
             self.builders[layout] = b
         reserve = max(self.cfg.max_new_tokens_multi_line, self.cfg.max_new_tokens_single_line)
-        budget_layout = "spm"
-        self.budgets = {
-            "psm": Budget.for_model(lm.max_context, self.cfg.context_tokens, reserve, self.cfg.suffix_fraction,
-                                    budget_layout),
-            "spm": Budget.for_model(lm.max_context, self.cfg.context_tokens, reserve, self.cfg.suffix_fraction,
-                                    budget_layout),
-            "prefix": Budget.for_model(lm.max_context, self.cfg.context_tokens, reserve, self.cfg.suffix_fraction,
-                                       "prefix"),
-        }
+        # both FIM layouts get the SPM budget (the server caps PSM suffixes, for CodeGen2 only)
+        self.budgets = {layout: Budget.for_model(self.info.max_context, self.cfg.context_tokens, reserve,
+                                                 self.cfg.suffix_fraction, "prefix" if layout == "prefix" else "spm")
+                        for layout in self.builders}
 
     def complete(self, prefix: str, suffix: str, layout: str) -> str:
-        from inference.engine import GenerationParams
-        from lsp_server.context import CursorContext
-        from lsp_server.postprocess import generation_can_stop, shape
+        from lsp_server import completion
+        from lsp_server.documents import DocumentStore, window_chars
 
-        ctx = CursorContext(prefix, suffix, "python", "file:///task.py")
-        prompt = self.builders[layout].build(ctx, self.budgets[layout])
-        max_new = self.cfg.max_new_tokens(ctx.multi_line)
-        fim = self.lm.fim
-        params = GenerationParams(max_new_tokens=max_new, temperature=0.0,
-                                  stop_token_ids=tuple(fim.stop_token_ids) if fim else (),
-                                  first_token_ids=prompt.first_token_ids)
-        cancel = threading.Event()
-        generated: list[int] = []
+        uri = "file:///task.py"
+        doc = DocumentStore().open(uri, prefix + suffix, "python", 1)  # the context the server cuts
+        ctx = doc.context_at(len(prefix), "python", uri, None, window_chars(self.cfg.context_tokens, self.info))
+        plan = completion.build_prompt(self.cfg, self.builder, ctx)
+        if layout != self.builder.layout:
+            plan = replace(plan, prompt=self.builders[layout].build(ctx, self.budgets[layout]))
+        job = completion.generation_job(self.cfg, self.builder, ctx, plan, 0.0, plan.max_new, None)
+        result = self.engine.generate(job).result()
+        return completion.shape_result(self.builder, ctx, plan.prompt, result).text
 
-        def on_token(token: int) -> None:
-            generated.append(token)
-            if generation_can_stop(ctx, prompt.suggestion_text(self.lm.decode(generated))):
-                cancel.set()
-
-        result = self.engine.generate(prompt.ids, params, cancel=cancel, on_token=on_token)
-        return shape(ctx, prompt.suggestion_text(result.text)).text
+    def close(self) -> None:
+        self.engine.shutdown()
 
 
 def repeat_previous_line(task: Task) -> str:
@@ -208,20 +201,20 @@ def repeat_previous_line(task: Task) -> str:
 
 def run(model: str | None, tasks: list[Task], modes=MODES, progress: bool = False,
         suffix_fraction: float | None = None) -> dict:
-    from inference.loader import load_model
-
-    lm = load_model(model, dtype="float32")
-    pipe = ServerPipeline(lm, suffix_fraction)
+    pipe = ServerPipeline(model, suffix_fraction)
     layouts = {"fim-psm": "psm", "fim-spm": "spm", "l2r": "prefix"}
     results: dict[str, dict[str, list[tuple[bool, float]]]] = {m: {"single": [], "multi": []} for m in modes}
     t0 = time.time()
-    for i, task in enumerate(tasks):
-        for mode in modes:
-            pred = repeat_previous_line(task) if mode == "repeat-line" else pipe.complete(
-                task.prefix, task.suffix, layouts[mode])
-            results[mode][task.kind].append(score(pred, task))
-        if progress and (i + 1) % 25 == 0:
-            print(f"  {i + 1}/{len(tasks)} tasks, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    try:
+        for i, task in enumerate(tasks):
+            for mode in modes:
+                pred = repeat_previous_line(task) if mode == "repeat-line" else pipe.complete(
+                    task.prefix, task.suffix, layouts[mode])
+                results[mode][task.kind].append(score(pred, task))
+            if progress and (i + 1) % 25 == 0:
+                print(f"  {i + 1}/{len(tasks)} tasks, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    finally:
+        pipe.close()
     table = {}
     for mode, kinds in results.items():
         table[mode] = {}
@@ -255,15 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", type=int, default=300, help="total tasks: 2/3 single-line, 1/3 multi-line")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--modes", default=",".join(MODES))
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: the server's default)")
     ap.add_argument("--suffix-fraction", type=float, default=None,
                     help="share of the FIM prompt budget given to the suffix (default: the server's)")
     ap.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
     args = ap.parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    if args.threads:  # the engine sets its threads from this, as the server's does
+        os.environ["INFILL_LS_THREADS"] = str(args.threads)
     n_single = (2 * args.tasks) // 3
     tasks = make_tasks(n_single, args.tasks - n_single, args.seed)
     modes = tuple(m for m in args.modes.split(",") if m)

@@ -1,4 +1,4 @@
-"""Models for bench/typing.py: the shipped default model, or random checkpoints shaped like real ones.
+"""Models for bench/typing_bench.py: the shipped default model, or random checkpoints shaped like real ones.
 
     codegen-350M     CodeGen (left to right), 20 layers x 1024, 16 heads, rotary 32, context 2048,
                      vocabulary 51200

@@ -1,4 +1,4 @@
-"""Editing sessions for bench/typing.py: what a person does in an editor, as a list of edits.
+"""Editing sessions for bench/typing_bench.py: what a person does in an editor, as a list of edits.
 
 A session opens three real standard-library files of different sizes (the code about to be typed is
 missing from them) and then writes that code back character by character at a human pace: Enter

@@ -216,7 +216,7 @@ def inference_threads() -> int:
     """torch intra-op threads for the model: INFILL_LS_THREADS if set, else every core but one.
     Each operator waits for all of its threads, so when the threads outnumber the free cores (the
     editor, a build, the language server's own event loop) a decode step stalls on the scheduler: on
-    a busy 2-core machine 2 threads decoded 10-30x slower than 1 (bench/typing.py)."""
+    a busy 2-core machine 2 threads decoded 10-30x slower than 1 (bench/typing_bench.py)."""
     return _threads_from_env("INFILL_LS_THREADS", max(1, _cores() - 1))
 
 

@@ -133,14 +133,11 @@ async def run_model(server, ticket, ctx: CursorContext, plan: Plan, temperature:
                     time_limit_s: float | None = None) -> tuple[GenerationResult, dict] | None:
     """Stage 4: one model run for `ticket` (max_new 0: a prefill only); (result, timings), or None
     when cancelled, timed out or failed. The time limit is the request timeout unless given."""
-    cfg, builder, prompt = server.config, server.model.builder, plan.prompt
-    limit_s = time_limit_s or cfg.request_timeout_ms / 1000
-    params = GenerationParams(max_new_tokens=max_new, temperature=temperature, top_p=cfg.top_p,
-                              stop_token_ids=server.model.info.stop_ids, first_token_ids=prompt.first_token_ids,
-                              time_limit_s=limit_s)
-    job = GenerationJob(prompt.ids, params, session=ticket.uri, cancel=ticket.new_job_event(),
-                        stop_check=lambda ids: generation_can_stop(ctx, builder.shown_text(prompt, ids)),
-                        model_generation=server.model.worker_generation)
+    prompt = plan.prompt
+    limit_s = time_limit_s or server.config.request_timeout_ms / 1000
+    job = generation_job(server.config, server.model.builder, ctx, plan, temperature, max_new, limit_s,
+                         session=ticket.uri, cancel=ticket.new_job_event(),
+                         model_generation=server.model.worker_generation)
     future = server.worker.generate(job) if max_new > 0 else server.worker.prefill(job)
     result = await _wait(server, ticket.uri, job, future, limit_s + WAIT_SLACK_S)
     if result is None or (result.stop_reason == "cancelled" and not job.stopped_early):
@@ -152,6 +149,18 @@ async def run_model(server, ticket, ctx: CursorContext, plan: Plan, temperature:
                "prompt_ms": round(plan.prompt_ms, 2), "prompt_layout": prompt.layout,
                "prompt_prefix_tokens": prompt.prefix_tokens, "prompt_suffix_tokens": prompt.suffix_tokens}
     return result, timings
+
+
+def generation_job(cfg: Config, builder: PromptBuilder, ctx: CursorContext, plan: Plan, temperature: float,
+                   max_new: int, time_limit_s: float | None, **job) -> GenerationJob:
+    """The job for one model run of `plan`: the configured sampling, the model's stop ids, token
+    healing, and an early stop judged on the text the user will see (`PromptBuilder.shown_text`)."""
+    prompt = plan.prompt
+    params = GenerationParams(max_new_tokens=max_new, temperature=temperature, top_p=cfg.top_p,
+                              stop_token_ids=builder.info.stop_ids, first_token_ids=prompt.first_token_ids,
+                              time_limit_s=time_limit_s)
+    return GenerationJob(prompt.ids, params, stop_check=lambda ids: generation_can_stop(ctx, builder.shown_text(prompt, ids)),
+                         **job)
 
 
 def shape_result(builder: PromptBuilder, ctx: CursorContext, prompt: Prompt, result: GenerationResult) -> Suggestion:
@@ -182,9 +191,9 @@ async def suggest(server, req: Request) -> Answer | None:
     if hit is not None:
         server.typing.remember(place.uri, place.ctx, hit)
         return _answered(server, place, list(hit), "cache", request_id, t0)
-    ticket = server.scheduler.begin(place.uri)
+    ticket, runs = server.scheduler.begin(place.uri), []
     try:
-        suggestions = await _model_answers(server, ticket, place, plan, request_id, "completion")
+        suggestions = await _model_answers(server, ticket, place, plan, request_id, "completion", runs)
     except asyncio.CancelledError:
         ticket.cancel_jobs()
         server.stats.count("cancelled")
@@ -196,7 +205,7 @@ async def suggest(server, req: Request) -> Answer | None:
         return None
     if server.docs.get(place.uri) is place.doc:  # not closed while the model ran (it would hold its text)
         server.typing.remember(place.uri, place.ctx, suggestions)
-    return _answered(server, place, suggestions, "model", request_id, t0)
+    return _answered(server, place, suggestions, "model", request_id, t0, runs)
 
 
 async def warm(server, req: Request) -> Answer | None:
@@ -220,8 +229,9 @@ async def warm(server, req: Request) -> Answer | None:
     if ticket is None:  # a request is running: a background run would only delay it
         stats.count("prefetch.skipped")
         return None
+    runs: list[dict] = []
     try:
-        suggestions = await _model_answers(server, ticket, place, plan, request_id, "prefetch",
+        suggestions = await _model_answers(server, ticket, place, plan, request_id, "prefetch", runs,
                                            prefill_only=hit is not None)
     except asyncio.CancelledError:
         ticket.cancel_jobs()
@@ -234,14 +244,15 @@ async def warm(server, req: Request) -> Answer | None:
         return None
     if suggestions and server.docs.get(place.uri) is place.doc:  # nothing found: what is shown stays
         server.typing.remember(place.uri, place.ctx, suggestions)
-    _log_answer(server, "prefetch", request_id, "model", (time.perf_counter() - t0) * 1000, suggestions)
+    _record(server, "prefetch", request_id, "model", (time.perf_counter() - t0) * 1000, suggestions, runs)
     return Answer(place.ctx, place.offset, suggestions, "model", request_id)
 
 
 async def _model_answers(server, ticket, place: Place, plan: Plan, request_id: int, what: str,
-                         prefill_only: bool = False) -> list[Suggestion] | None:
-    """Stages 4 and 5 for each candidate once the scheduler admits `ticket`; None when cancelled
-    before anything was found. A full set of results is kept in the result cache."""
+                         runs: list[dict], prefill_only: bool = False) -> list[Suggestion] | None:
+    """Stages 4 and 5 for each candidate once the scheduler admits `ticket` (each run's timings
+    appended to `runs`); None when cancelled before anything was found. A full set of results is
+    kept in the result cache."""
     background = what == "prefetch"
     if not await server.scheduler.admit(ticket):
         return None
@@ -254,6 +265,7 @@ async def _model_answers(server, ticket, place: Place, plan: Plan, request_id: i
         if ran is None:
             break
         result, timings = ran
+        runs.append(timings)
         if background:
             server.stats.count("prefetch.modelRuns")
         else:
@@ -289,17 +301,21 @@ async def _wait(server, uri: str, job: GenerationJob, future, wait_s: float) -> 
 
 
 def _answered(server, place: Place, suggestions: list[Suggestion], source: str, request_id: int,
-              t0: float) -> Answer:
+              t0: float, runs: list[dict] = ()) -> Answer:
     total_ms = (time.perf_counter() - t0) * 1000
     server.stats.served(source, total_ms, bool(suggestions))
-    _log_answer(server, "completion", request_id, source, total_ms, suggestions)
+    _record(server, "completion", request_id, source, total_ms, suggestions, runs)
     return Answer(place.ctx, place.offset, suggestions, source, request_id)
 
 
 LOG_SOURCE = {"model": "model", "typingThrough": "typing-through", "cache": "cache"}
 
 
-def _log_answer(server, what: str, request_id: int, source: str, total_ms: float, suggestions: list) -> None:
+def _record(server, what: str, request_id: int, source: str, total_ms: float, suggestions: list,
+            runs) -> None:
+    """The request's log line and its structured record (lsp_server.stats)."""
+    server.stats.request({"what": what, "id": request_id, "source": source, "totalMs": round(total_ms, 2),
+                          "suggestions": len(suggestions), "runs": list(runs)})
     tail = f" suggestions={len(suggestions)}" if source == "model" else ""
     server.client_log.log("info", f"{what} #{request_id} {LOG_SOURCE[source]} total_ms={total_ms:.1f}{tail}")
 

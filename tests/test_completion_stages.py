@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 import subprocess
 import sys
 from concurrent.futures import Future
@@ -118,7 +119,10 @@ def test_build_prompt_and_the_result_cache_stage(starcoder_info):
     assert several.prompt.ids == plan.prompt.ids and not several.cacheable and completion.cached(server, several) is None
 
 
-def test_suggest_runs_the_model_once_then_answers_from_the_cache_and_warm_prefills_only(starcoder_info):
+def test_suggest_runs_the_model_once_then_answers_from_the_cache_and_warm_prefills_only(
+        starcoder_info, tmp_path, monkeypatch):
+    trace = tmp_path / "trace.jsonl"
+    monkeypatch.setenv("INFILL_LS_TRACE", str(trace))
     server = ready_server(starcoder_info)
     engine: ScriptedEngine = server.worker
     builder = server.model.builder
@@ -136,6 +140,13 @@ def test_suggest_runs_the_model_once_then_answers_from_the_cache_and_warm_prefil
     warmed = asyncio.run(completion.warm(server, req))
     assert warmed is not None and engine.prefills and engine.prefills[-1].params.max_new_tokens == 0
     assert len(engine.jobs) == 1 and server.stats.counts["prefetch.modelRuns"] == 1
+    # each answer's structured record, in the trace and in the stats answer
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert [(r["what"], r["source"], r["suggestions"], len(r["runs"])) for r in records] == [
+        ("completion", "model", 1, 1), ("completion", "cache", 1, 0), ("prefetch", "model", 0, 1)]
+    run = records[0]["runs"][0]
+    assert run["prompt_tokens"] == len(job.prompt_ids) and run["tokens"] == len(engine.reply) and run["decode_ms"] == 2.0
+    assert records[2]["runs"][0]["tokens"] == 0 and server.stats_json()["recentRequests"] == records
 
 
 def test_shown_text_is_what_the_stop_check_and_the_shaping_both_see_on_a_sentencepiece_model(xglm):

@@ -10,7 +10,8 @@ editor clients do when the cursor comes to rest, then waits the session's look t
 the first keystroke (`--no-prefetch`: the same session without it). Each keystroke
 waits for its answer (plus a human think time) before the next one, so every request is measured to
 its end. Per keystroke it records the latency from sending the didChange to the answer, and from the
-server's log: prefill, reused and generated tokens and whether the model ran.
+server's per-request records (the JSON lines of the trace file named by INFILL_LS_TRACE,
+lsp_server.stats): prefill, reused and generated tokens and whether the model ran.
 
 The naive baseline, same run, same model, same prompt token ids: transformers `generate` (greedy,
 same max_new_tokens, same stop ids) on the whole prompt for a sample of the same requests, with
@@ -20,29 +21,22 @@ in-process on the same text and cursor (checked against the server's prompt leng
 Last, while one long generation runs, `infill.stats` requests measure how fast the server still
 answers other requests.
 
-    nice -n 10 python bench/typing.py                      # default model + two random shapes, fp32 and bf16
-    nice -n 10 python bench/typing.py --quick              # a short smoke run
-    nice -n 10 python bench/typing.py --model tiny_starcoder --dtype bfloat16 --keys 80
+    nice -n 10 python bench/typing_bench.py                # default model + two random shapes, fp32 and bf16
+    nice -n 10 python bench/typing_bench.py --quick        # a short smoke run
+    nice -n 10 python bench/typing_bench.py --model tiny_starcoder --dtype bfloat16 --keys 80
     --model: default | codegen-350M | tiny_starcoder | FOLDER (repeatable); --dtype float32|bfloat16 (repeatable)
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
-# This file is named typing.py: as a script its folder comes first on sys.path and would shadow the
-# standard library's `typing` for everything imported below. Take the folder off the path first.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-if getattr(sys.modules.get("typing"), "__file__", "").startswith(_HERE):
-    del sys.modules["typing"]
-
 import argparse
 import asyncio
+import json
+import os
 import random
-import re
 import statistics
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,9 +54,6 @@ from lsp_server.positions import UTF16, index_to_column  # noqa: E402
 
 RANDOM_MAX_NEW = 24
 SERVER = [sys.executable, "-m", "lsp_server.cli", "serve"]  # = `infill-ls serve`
-RUN_LINE = re.compile(r"completion #(\d+)\.0 (.*)")
-SOURCE_LINE = re.compile(r"completion #(\d+) (model|typing-through|cache) total_ms=([\d.]+)")
-FIELD = re.compile(r"(\w+)=(\S+)")
 
 
 @dataclass
@@ -72,7 +63,7 @@ class Row:
     doc: str
     line_end: bool
     latency_ms: float
-    source: str = "none"  # model | typing-through | cache | none (no answer: not ready, superseded, ...)
+    source: str = "none"  # model | typingThrough | cache | none (no answer: not ready, superseded, ...)
     prefill: int = 0
     reused: int = 0
     prompt: int = 0
@@ -106,18 +97,13 @@ def position(text: str, offset: int) -> t.Position:
     return t.Position(line, index_to_column(line_text, len(line_text), UTF16))
 
 
-def parse_run(message: str) -> dict | None:
-    m = RUN_LINE.match(message)
-    if not m:
-        return None
-    fields = dict(FIELD.findall(m.group(2).split(" prompt=")[0]))
-    return fields
-
-
 class Replay:
     def __init__(self, options: dict) -> None:
         self.options = options
         self.logs: list[str] = []
+        fd, self.trace_path = tempfile.mkstemp(prefix="infill-trace-", suffix=".jsonl")
+        os.close(fd)
+        self._trace_at = 0
         self.client = LanguageClient("infill-bench-typing", "1")
         c = self.client
         c.feature(t.WINDOW_LOG_MESSAGE)(lambda p: self.logs.append(p.message))
@@ -126,7 +112,7 @@ class Replay:
         c.feature(t.PROGRESS)(lambda p: None)
 
     async def start(self) -> dict:
-        await self.client.start_io(*SERVER)
+        await self.client.start_io(*SERVER, env={**os.environ, "INFILL_LS_TRACE": self.trace_path})
         await self.client.initialize_async(t.InitializeParams(
             capabilities=t.ClientCapabilities(
                 window=t.WindowClientCapabilities(work_done_progress=True),
@@ -138,6 +124,16 @@ class Replay:
         while (s := await self.stats())["model"]["status"] not in ("ready", "failed"):
             await asyncio.sleep(0.1)
         return s
+
+    def new_records(self, what: str = "completion") -> list[dict]:
+        """The server's request records written since the last call (it writes one before answering)."""
+        with open(self.trace_path, encoding="utf-8") as f:
+            f.seek(self._trace_at)
+            text = f.read()
+        end = text.rfind("\n") + 1  # a line still being written waits for the next call
+        self._trace_at += len(text[:end].encode("utf-8"))
+        records = [json.loads(line) for line in text[:end].splitlines() if line]
+        return [r for r in records if r["what"] == what]
 
     async def stats(self) -> dict:
         return await self.client.workspace_execute_command_async(t.ExecuteCommandParams(command="infill.stats"))
@@ -169,6 +165,7 @@ class Replay:
             await asyncio.sleep(0.2)
         finally:
             await self.client.stop()
+            os.unlink(self.trace_path)
         return rss
 
 
@@ -197,24 +194,17 @@ async def replay(session: Session, options: dict, res: Result, quiet: bool, pref
             await asyncio.sleep(e.gap_s)
         before = texts[e.doc]
         versions[e.doc] += 1
-        n_logs = len(rp.logs)
+        rp.new_records()  # earlier answers (prefetches are apart: what="prefetch")
         t_key = time.perf_counter()
         rp.change(uris[e.doc], versions[e.doc], before, e.offset, e.delete, e.insert)
         texts[e.doc] = before[:e.offset] + e.insert + before[e.offset + e.delete:]
         answer = await rp.inline(uris[e.doc], position(texts[e.doc], e.cursor))
         latency = (time.perf_counter() - t_key) * 1000
-        await asyncio.sleep(0)  # let log notifications sent before the answer land
         row = Row(i, e.label, e.doc, e.line_end, latency)
         items = answer.items if isinstance(answer, t.InlineCompletionList) else (answer or [])
         row.shown = bool(items)
-        for msg in rp.logs[n_logs:]:
-            if (m := SOURCE_LINE.match(msg)):
-                row.source = m.group(2)
-            elif (f := parse_run(msg)) is not None:
-                row.prefill, row.reused = int(f["prefill_tokens"]), int(f["reused_tokens"])
-                row.prompt, row.generated = int(f["prompt_tokens"]), int(f["tokens"])
-                row.prefill_ms, row.decode_ms = float(f["prefill_ms"]), float(f["decode_ms"])
-                row.stop = f.get("stop", "")
+        for record in rp.new_records():
+            fill_row(row, record)
         res.rows.append(row)
 
     # other requests while a long generation runs: a jump to a fresh place (full prefill + decode)
@@ -224,7 +214,7 @@ async def replay(session: Session, options: dict, res: Result, quiet: bool, pref
     versions[probe_doc] += 1
     rp.change(uris[probe_doc], versions[probe_doc], text, at, 0, "\n    x")
     texts[probe_doc] = text[:at] + "\n    x" + text[at:]
-    n_logs = len(rp.logs)
+    rp.new_records()
     gen = asyncio.ensure_future(rp.inline(uris[probe_doc], position(texts[probe_doc], at + 6)))
     await asyncio.sleep(0.05)
     while not gen.done() and len(res.probes_ms) < 40:
@@ -235,12 +225,22 @@ async def replay(session: Session, options: dict, res: Result, quiet: bool, pref
         res.probes_ms.append((time.perf_counter() - tp) * 1000)
         await asyncio.sleep(0.03)
     await gen
-    for msg in rp.logs[n_logs:]:
-        if (f := parse_run(msg)) is not None:
-            res.probe_generation_ms = float(f["prefill_ms"]) + float(f["decode_ms"])
+    for record in rp.new_records():
+        for run in record["runs"][:1]:
+            res.probe_generation_ms = run["prefill_ms"] + run["decode_ms"]
     res.prefetch = (await rp.stats())["prefetch"]
     res.rss_mb = await rp.stop()
     return True
+
+
+def fill_row(row: Row, record: dict) -> None:
+    """A keystroke's figures from the server's record of its answer (lsp_server.stats)."""
+    row.source = record["source"]
+    for run in record["runs"][:1]:  # the first candidate (automatic requests have one)
+        row.prefill, row.reused = run["prefill_tokens"], run["reused_tokens"]
+        row.prompt, row.generated = run["prompt_tokens"], run["tokens"]
+        row.prefill_ms, row.decode_ms = run["prefill_ms"], run["decode_ms"]
+        row.stop = run.get("stop", "")
 
 
 def run_naive(session: Session, res: Result, source: str | None, dtype: str, options: dict, budget_s: float,
@@ -283,7 +283,7 @@ def summarize(res: Result) -> dict:
         "reused_med": statistics.median([r.reused for r in runs]) if runs else float("nan"),
         "gen_med": statistics.median([r.generated for r in runs]) if runs else float("nan"),
         "n_gen_med": statistics.median([n[3] for n in res.naive]) if res.naive else float("nan"),
-        "no_model": sum(r.source in ("typing-through", "cache") for r in rows) / max(len(rows), 1),
+        "no_model": sum(r.source in ("typingThrough", "cache") for r in rows) / max(len(rows), 1),
         "shown": sum(r.shown for r in rows) / max(len(rows), 1),
         "probe_max": max(res.probes_ms) if res.probes_ms else float("nan"),
         "probe_p50": pct(res.probes_ms, .5),
