@@ -11,7 +11,8 @@
   guards: see _CompiledOrEager). Every GEMV input is made an output of its graph, so inductor stores
   it once: left inline, a layer norm feeding a GEMV was recomputed for each of the weight's rows,
   which made bf16 decode compute-bound (tiny_starcoder shape: 18.5 -> 12.9 ms/token).
-  If compiling fails (no C++ compiler...), the eager build is used. INFILL_LS_NO_COMPILE=1 skips it.
+  If compiling fails (no C++ compiler...), the eager build is used. INFILL_LS_NO_COMPILE=1 skips it. Whether they run
+at all is decided in inference.acceleration.
 
 Attention stays outside: it touches the KV cache.
 """
@@ -19,13 +20,14 @@ Attention stays outside: it touches the KV cache.
 from __future__ import annotations
 
 import logging
-import os
 from functools import partial
 from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 import torch.utils._pytree as pytree
+
+from .acceleration import compiling_allowed
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +164,3 @@ def compiled_decode_ops(act) -> SimpleNamespace:
                               for name, fn in ops_taking_lin(act).items()})
 
 
-def compiling_allowed() -> bool:
-    """False when INFILL_LS_NO_COMPILE=1 (eager decode ops and attention: no compiler needed)."""
-    return os.environ.get("INFILL_LS_NO_COMPILE") != "1"
-
-
-def wants_compiled_decode(device: torch.device, dtype: torch.dtype) -> bool:
-    return device.type == "cpu" and dtype in (torch.float32, torch.bfloat16, torch.float16)

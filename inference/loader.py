@@ -16,7 +16,8 @@ import torch
 
 from .api import ModelError, ModelInfo
 from .attention import flash_available
-from .blocks import compiled_decode_ops, compiling_allowed, wants_compiled_decode
+from .acceleration import choose
+from .blocks import compiled_decode_ops
 from .decode_attention import DecodeAttention
 from .fim import FimFormat, fim_format
 from .kv_cache import KVSpec, SessionKV
@@ -182,8 +183,8 @@ def pick_device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
 
 def load_model(source=None, device="cpu", dtype="auto", family: str | None = None,
                compile_decode: bool = True) -> LanguageModel:
-    """Load a checkpoint folder (or hub id) for the engine. `compile_decode`: on CPU, one-token steps
-    use torch.compile'd ops (inference.blocks), which pay a few seconds of compiling on the first
+    """Load a checkpoint folder (or hub id) for the engine. What runs is inference.acceleration's
+    choice (`lm.acceleration`). `compile_decode`: on CPU, one-token steps use torch.compile'd ops, which pay a few seconds of compiling on the first
     decode; a one-shot caller (`infill-ls complete`) turns it off."""
     dev, dt = pick_device_dtype(device, dtype)
     folder = resolve_source(source)
@@ -196,8 +197,11 @@ def load_model(source=None, device="cpu", dtype="auto", family: str | None = Non
     weights = WeightMap(tensors, origin, dt, dev)
     model = MODEL_CLASSES[fam](cfg, weights)
     weights.finish()
-    if compile_decode and wants_compiled_decode(dev, dt):
+    acc = choose(dev, dt, compile_decode)
+    if acc.compiled_decode_ops:
         model.decode_ops = compiled_decode_ops(model.act)
-        if compiling_allowed():
-            model.decode_attention = DecodeAttention()
-    return LanguageModel(fam, cfg, tokenizer, model, dev, dt, folder)
+    if acc.compiled_decode_attention:
+        model.decode_attention = DecodeAttention()
+    lm = LanguageModel(fam, cfg, tokenizer, model, dev, dt, folder)
+    lm.acceleration = acc
+    return lm

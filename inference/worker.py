@@ -18,9 +18,11 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Callable
 
+from .acceleration import inference_threads, prefill_autocast_dtype, prefill_threads
 from .api import GenerationJob, GenerationParams, ModelError, ModelInfo, ModelSpec
 
-__all__ = ["GenerationJob", "InferenceWorker", "ModelSpec", "WorkerClosed"]
+__all__ = ["GenerationJob", "InferenceWorker", "ModelSpec", "WorkerClosed", "inference_threads",
+           "prefill_autocast_dtype", "prefill_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +145,7 @@ class InferenceWorker:
         set_inference_threads()
         lm = load_model(spec.source, device=resolve_device(spec.device), dtype=spec.dtype)
         engine = engine_factory(lm, kv_budget_bytes=kv_budget_for(lm, spec.kv_budget_bytes))
-        engine.prefill_threads = prefill_threads()
+        engine.prefill_threads = prefill_threads()  # inference.acceleration decides these
         engine.prefill_autocast = prefill_autocast_dtype(lm, spec.prefill_dtype)
         _warm_up(engine, lm)
         self.engine = engine
@@ -198,35 +200,6 @@ class InferenceWorker:
         return [] if self.engine is None else self.engine.session_tokens(session)
 
 
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def _threads_from_env(name: str, default: int) -> int:
-    """A positive thread count from environment variable `name`, else `default`."""
-    import os
-
-    env = os.environ.get(name, "").strip()
-    return int(env) if env.isdigit() and int(env) > 0 else default
-
-
-def inference_threads() -> int:
-    """torch intra-op threads for the model: INFILL_LS_THREADS if set, else every core but one.
-    Each operator waits for all of its threads, so when the threads outnumber the free cores (the
-    editor, a build, the language server's own event loop) a decode step stalls on the scheduler: on
-    a busy 2-core machine 2 threads decoded 10-30x slower than 1 (bench/typing_bench.py)."""
-    return _threads_from_env("INFILL_LS_THREADS", max(1, _cores() - 1))
-
-
-def prefill_threads() -> int:
-    """torch threads for a long prefill (opening a file, a jump): INFILL_LS_PREFILL_THREADS if set,
-    else every core. A prefill is a few large matrix products, so a thread that starts late costs
-    little, while decoding stays on `inference_threads()`."""
-    return _threads_from_env("INFILL_LS_PREFILL_THREADS", _cores())
-
-
 def set_inference_threads() -> None:
     import torch
 
@@ -258,20 +231,6 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def prefill_autocast_dtype(lm, choice: str):
-    """bf16 for long prefills of an fp32 model on a CPU with bf16 matrix instructions (AVX512-BF16 or
-    AMX): a prefill is compute-bound and runs about 1.5x faster there (the KV cache and decoding stay
-    fp32). "model" (or any other device/dtype/CPU): None, the model's own dtype."""
-    import torch
-
-    on_cpu = getattr(getattr(lm, "device", None), "type", None) == "cpu"
-    if choice != "auto" or not on_cpu or getattr(lm, "dtype", None) != torch.float32:
-        return None
-    cpu = getattr(torch, "cpu", None)
-    has_bf16 = any(getattr(cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    return torch.bfloat16 if has_bf16 else None
 
 
 def _warm_up(engine, lm) -> None:
