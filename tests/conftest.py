@@ -28,6 +28,15 @@ def one_torch_thread():
 # Tiny StarCoder-like checkpoint folders, built once per run; tests that change one copy it first.
 # (A test module with its own `starcoder` fixture, e.g. a loaded model, overrides these.)
 @pytest.fixture(scope="session")
+def family_models(tmp_path_factory):
+    """Tiny checkpoints of every family with their compiled (the CPU default), eager and transformers
+    models, each built once per session (tests.compiled.FamilyModels)."""
+    from tests.compiled import FamilyModels
+
+    return FamilyModels(tmp_path_factory.mktemp("families"))
+
+
+@pytest.fixture(scope="session")
 def starcoder(tmp_path_factory):
     return make_gpt_bigcode(tmp_path_factory.mktemp("ckpt") / "starcoder")
 
