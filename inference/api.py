@@ -36,6 +36,7 @@ class ModelSpec:
     dtype: str = "auto"
     kv_budget_bytes: int = 256 * 2**20
     prefill_dtype: str = "auto"  # or "model": a long prefill in the model's own dtype (see inference.acceleration)
+    one_shot: bool = False  # a single completion (`infill-ls complete`): no compiled decode, no warm-up
 
 
 @dataclass(frozen=True)

@@ -143,11 +143,13 @@ class InferenceWorker:
         self.lm = None
         self.model_generation += 1
         set_inference_threads()
-        lm = load_model(spec.source, device=resolve_device(spec.device), dtype=spec.dtype)
+        one_shot = {"compile_decode": False} if spec.one_shot else {}
+        lm = load_model(spec.source, device=resolve_device(spec.device), dtype=spec.dtype, **one_shot)
         engine = engine_factory(lm, kv_budget_bytes=kv_budget_for(lm, spec.kv_budget_bytes))
         engine.prefill_threads = prefill_threads()  # inference.acceleration decides these
         engine.prefill_autocast = prefill_autocast_dtype(lm, spec.prefill_dtype)
-        _warm_up(engine, lm)
+        if not spec.one_shot:
+            _warm_up(engine, lm)
         self.engine = engine
         self.lm = lm
         return lm.info()
