@@ -16,6 +16,7 @@ from inference.engine import Engine, GenerationParams
 from inference.kv_cache import GROW
 from inference.loader import load_model
 from tests.checkpoints import make_codegen, make_codegen2, make_gpt_bigcode, make_xglm
+from tests.compiled import assert_ran_compiled
 from tests.reliability_text_model import concrete_change, edit_scripts, texts
 
 BUILDERS = {
@@ -26,22 +27,27 @@ BUILDERS = {
     "codegen2": lambda d: make_codegen2(d),
     "xglm": lambda d: make_xglm(d),
 }
-_models: dict = {}
 REAL_PREFILL_CHUNK = inference.engine.PREFILL_CHUNK
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+KIND = {"gpt_bigcode": "gpt_bigcode_mqa"}  # this file's family names -> tests.compiled.KINDS
+
+
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(family_models):
+    """The compiled CPU build users run (shared with the parity tests); a fallback to eager fails."""
+    used = set()
+
     def get(name):
-        if name not in _models:
-            _models[name] = load_model(BUILDERS[name](tmp_path_factory.mktemp(name) / name))
-        return _models[name]
+        used.add(KIND.get(name, name))
+        return family_models.compiled(KIND.get(name, name))
 
     yield get
-    _models.clear()
+    for kind in used:
+        assert_ran_compiled(family_models.compiled(kind))
 
 
 def prompt_for(lm, text: str, cursor: float, layout: str) -> list[int]:
@@ -180,12 +186,15 @@ def test_typing_one_character_at_a_time_with_evictions_between_keystrokes(models
 
 
 @pytest.mark.parametrize("family", ["gpt_bigcode_mha", "codegen"])
-def test_through_the_server_every_served_generation_equals_a_fresh_engines(models, family, tmp_path):
-    DOCS = 5
+def test_through_the_server_every_served_generation_equals_a_fresh_engines(family, tmp_path, monkeypatch):
     """The invariant end to end: an in-process server, five documents typed into without waiting
     for answers (so generations are superseded mid-way), a 1 MiB KV budget (evictions). Every
-    generation the worker ran is checked against a fresh engine on the same prompt ids."""
+    generation the worker ran is checked against a fresh engine on the same prompt ids. The server
+    compiles its decode, as a user's does (the suite's other servers run eager: see conftest)."""
     import dataclasses
+
+    DOCS = 5
+    monkeypatch.delenv("INFILL_LS_NO_COMPILE", raising=False)
 
     from tests.reliability_inprocess import InProcessServer
 
@@ -236,3 +245,4 @@ def test_through_the_server_every_served_generation_equals_a_fresh_engines(model
         else:
             assert result.token_ids == expected
     assert any(r.reused_tokens > 0 for _, _, r in served)  # the per-document state was really reused
+    assert_ran_compiled(lm)
