@@ -2,28 +2,86 @@
  * A stand-in for the `vscode` module, so that the compiled extension and the real
  * vscode-languageclient 11 run under plain node (VS Code itself cannot be downloaded here).
  *
- * The parts the extension and the client library actually use are small fakes that record
- * what happens (commands, status bar, messages, settings, registered inline completion
- * providers, document and editor events); everything else is a permissive stand-in value.
+ * Only what the extension and the client library use is there: small fakes that record what
+ * happens (commands, status bar, messages, settings, registered providers, document and editor
+ * events), and events these tests never fire. Reading any other member of the module or of its
+ * namespaces throws, naming it, and is listed in `unimplemented`: a client that calls an API this
+ * stand-in does not have (a misspelt or a wrong one) fails its test instead of getting a silent
+ * stand-in value. (Errors the client library catches itself are caught through that list: the
+ * tests check it is empty.)
  */
 import Module = require("module");
 
-/** A value that is every property, callable and constructible. */
-export function standIn(name: string): any {
-  const target: any = function () {};
-  return new Proxy(target, {
-    get(t, prop) {
-      if (prop === "then") return undefined; // not a promise
-      if (prop === Symbol.toPrimitive) return () => name;
-      if (!(prop in t)) t[prop] = standIn(`${name}.${String(prop)}`);
-      return t[prop];
+/** Members read that the stand-in does not implement ("vscode.window.showQuickPick", ...). */
+export const unimplemented: string[] = [];
+
+/** `members`, where reading a member that is not there throws (and is recorded in `unimplemented`). */
+export function strict<T extends object>(name: string, members: T): T {
+  return new Proxy(members, {
+    get(target, prop, receiver) {
+      if (typeof prop === "symbol" || prop in target) return Reflect.get(target, prop, receiver);
+      if (prop === "then") return undefined; // checked by `await` and promise detection: not a promise
+      const member = `${name}.${prop}`;
+      unimplemented.push(member);
+      throw new Error(`fakeVscode: ${member} is not implemented (test/fakeVscode.ts has only what the extension uses)`);
     },
-    construct: () => standIn(`new ${name}`),
-    apply: () => standIn(`${name}()`),
   });
 }
 
 const disposable = () => ({ dispose() {} });
+
+/** vscode.Event registration for an event these tests never fire. */
+const neverFires = () => disposable();
+
+/** vscode.EventEmitter: `event` registers a listener, `fire` calls the listeners. */
+export class EventEmitter<T> {
+  private listeners = new Set<(value: T) => unknown>();
+  event = (listener: (value: T) => unknown, thisArg?: unknown) => {
+    const bound = thisArg === undefined ? listener : listener.bind(thisArg);
+    this.listeners.add(bound);
+    return { dispose: () => this.listeners.delete(bound) };
+  };
+  fire(value: T) {
+    for (const listener of [...this.listeners]) listener(value);
+  }
+  dispose() {
+    this.listeners.clear();
+  }
+}
+
+/** Classes that vscode-languageclient subclasses when it loads; these tests never build one. */
+class Subclassed {
+  args: unknown[];
+  constructor(...args: unknown[]) {
+    this.args = args;
+  }
+}
+const subclassed = Object.fromEntries(
+  ["CallHierarchyItem", "CodeAction", "CodeLens", "CompletionItem", "Diagnostic", "DocumentLink", "InlayHint",
+    "SymbolInformation", "TypeHierarchyItem"].map((name) => [name, class extends Subclassed {}]),
+);
+
+class CancellationError extends Error {
+  constructor() {
+    super("Canceled");
+    this.name = "Canceled";
+  }
+}
+
+class CodeActionKind {
+  constructor(public readonly value: string) {}
+  append(part: string) {
+    return new CodeActionKind(this.value ? `${this.value}.${part}` : part);
+  }
+  static Empty = new CodeActionKind("");
+  static QuickFix = new CodeActionKind("quickfix");
+  static Refactor = new CodeActionKind("refactor");
+  static RefactorExtract = new CodeActionKind("refactor.extract");
+  static RefactorInline = new CodeActionKind("refactor.inline");
+  static RefactorRewrite = new CodeActionKind("refactor.rewrite");
+  static Source = new CodeActionKind("source");
+  static SourceOrganizeImports = new CodeActionKind("source.organizeImports");
+}
 
 export class Position {
   constructor(public line: number, public character: number) {}
@@ -145,6 +203,9 @@ export interface FakeVscode {
   messages: { kind: string; text: string }[];
   output: string[];
   inlineProviders: any[];
+  completionProviders: any[];
+  /** vscode.commands.executeCommand calls: [command, ...args]. */
+  executed: unknown[][];
   documents: FakeDocument[];
   changeListeners: ((event: unknown) => void)[];
   configListeners: ((event: { affectsConfiguration(section: string): boolean }) => void)[];
@@ -161,7 +222,8 @@ export interface FakeVscode {
 
 /** Install the stand-in for `require("vscode")` until `uninstall()`. */
 export function installFakeVscode(settings: Record<string, unknown>, documents: FakeDocument[]): FakeVscode {
-  const vscode = standIn("vscode");
+  unimplemented.length = 0;
+  const vscode: any = strict("vscode", { __esModule: undefined } as Record<string, any>);
   const fake: FakeVscode = {
     module: vscode,
     settings,
@@ -171,6 +233,8 @@ export function installFakeVscode(settings: Record<string, unknown>, documents: 
     messages: [],
     output: [],
     inlineProviders: [],
+    completionProviders: [],
+    executed: [],
     documents,
     changeListeners: [],
     configListeners: [],
@@ -209,24 +273,31 @@ export function installFakeVscode(settings: Record<string, unknown>, documents: 
   Object.assign(vscode, {
     version: "1.95.0",
     Position, Range, Selection, Uri, InlineCompletionItem, InlineCompletionList, SnippetString, ThemeColor,
+    EventEmitter, CancellationError, CodeActionKind, ...subclassed,
     InlineCompletionTriggerKind: { Invoke: 0, Automatic: 1 },
     StatusBarAlignment: { Left: 1, Right: 2 },
     ConfigurationTarget: { Global: 1, Workspace: 2, WorkspaceFolder: 3 },
+    LogLevel: { Off: 0, Trace: 1, Debug: 2, Info: 3, Warning: 4, Error: 5 },
+    ProgressLocation: { SourceControl: 1, Window: 10, Notification: 15 },
   });
-  vscode.env = { appName: "Visual Studio Code", language: "en", machineId: "test", sessionId: "test", uiKind: 1 };
+  vscode.env = strict("vscode.env",
+    { appName: "Visual Studio Code", language: "en", machineId: "test", sessionId: "test", uiKind: 1 });
   const log = (line: string) => fake.output.push(String(line));
-  const channel = {
-    name: "infill-ls", logLevel: 2, onDidChangeLogLevel: disposable,
+  const channel = strict("vscode.LogOutputChannel", {
+    name: "infill-ls", logLevel: 2, onDidChangeLogLevel: neverFires,
     info: log, warn: log, error: log, debug() {}, trace() {}, append: log, appendLine: log,
     show() {}, hide() {}, clear() {}, replace() {}, dispose() {},
+  });
+  const message = (kind: string) => async (text: string) => {
+    fake.messages.push({ kind, text });
+    return undefined;
   };
-  vscode.window = standIn("vscode.window");
-  Object.assign(vscode.window, {
+  vscode.window = strict("vscode.window", {
     createOutputChannel: () => channel,
     createStatusBarItem: () => fake.statusItem,
     visibleTextEditors: [],
     activeTextEditor: undefined,
-    tabGroups: { all: [], onDidChangeTabs: disposable },
+    tabGroups: strict("vscode.window.tabGroups", { all: [], onDidChangeTabs: neverFires }),
     onDidChangeTextEditorSelection: (listener: any, thisArg?: unknown) => {
       fake.selectionListeners.push(listener.bind(thisArg));
       return disposable();
@@ -235,19 +306,19 @@ export function installFakeVscode(settings: Record<string, unknown>, documents: 
       fake.activeEditorListeners.push(listener.bind(thisArg));
       return disposable();
     },
-  });
-  for (const kind of ["showErrorMessage", "showWarningMessage", "showInformationMessage"]) {
-    vscode.window[kind] = async (message: string) => {
-      fake.messages.push({ kind, text: message });
-      return undefined;
-    };
-  }
-  vscode.workspace = standIn("vscode.workspace");
-  Object.assign(vscode.workspace, {
+    onDidChangeVisibleTextEditors: neverFires,
+    // The server's work-done progress (model loading): the task runs, its reports go nowhere.
+    withProgress: (_options: unknown, task: (progress: unknown, token: unknown) => unknown) =>
+      Promise.resolve(task({ report() {} }, { isCancellationRequested: false, onCancellationRequested: neverFires })),
+    showErrorMessage: message("showErrorMessage"),
+    showWarningMessage: message("showWarningMessage"),
+    showInformationMessage: message("showInformationMessage"),
+  } as Record<string, any>);
+  vscode.workspace = strict("vscode.workspace", {
     workspaceFolders: [],
     textDocuments: documents,
     notebookDocuments: [],
-    getConfiguration: () => ({
+    getConfiguration: () => strict("vscode.WorkspaceConfiguration", {
       get: (key: string, fallback?: unknown) => (key in settings ? settings[key] : fallback),
       update: async (key: string, value: unknown) => fake.changeSettings({ [key]: value }),
     }),
@@ -259,21 +330,37 @@ export function installFakeVscode(settings: Record<string, unknown>, documents: 
       fake.changeListeners.push(listener.bind(thisArg));
       return disposable();
     },
-    onDidCloseTextDocument: () => disposable(),
+    // Documents are opened before the client starts (`textDocuments`) and never saved or renamed here.
+    onDidOpenTextDocument: neverFires,
+    onDidCloseTextDocument: neverFires,
+    onDidSaveTextDocument: neverFires,
+    onWillSaveTextDocument: neverFires,
+    onDidCreateFiles: neverFires, onDidRenameFiles: neverFires, onDidDeleteFiles: neverFires,
+    onWillCreateFiles: neverFires, onWillRenameFiles: neverFires, onWillDeleteFiles: neverFires,
+    onDidChangeWorkspaceFolders: neverFires,
   });
-  vscode.languages = standIn("vscode.languages");
-  Object.assign(vscode.languages, {
+  vscode.languages = strict("vscode.languages", {
     match: () => 10,
     registerInlineCompletionItemProvider: (_selector: unknown, provider: unknown) => {
       fake.inlineProviders.push(provider);
       return disposable();
     },
+    // The server also answers textDocument/completion (eglot's completion-at-point uses it).
+    registerCompletionItemProvider: (_selector: unknown, provider: unknown) => {
+      fake.completionProviders.push(provider);
+      return disposable();
+    },
   });
-  vscode.commands = standIn("vscode.commands");
-  vscode.commands.registerCommand = (id: string, fn: (...args: unknown[]) => unknown) => {
-    fake.commands.set(id, fn);
-    return { dispose: () => fake.commands.delete(id) };
-  };
+  vscode.commands = strict("vscode.commands", {
+    registerCommand: (id: string, fn: (...args: unknown[]) => unknown) => {
+      fake.commands.set(id, fn);
+      return { dispose: () => fake.commands.delete(id) };
+    },
+    executeCommand: async (...args: unknown[]) => {
+      fake.executed.push(args);
+      return undefined;
+    },
+  });
 
   const loader = Module as any;
   const original = loader._load;

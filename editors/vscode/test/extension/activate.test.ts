@@ -11,7 +11,7 @@ import * as assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { CancellationTokenSource } from "vscode-languageserver-protocol";
 import { PREFETCH_DELAY_MS } from "../../src/prefetch";
-import { FakeDocument, FakeEditor, FakeVscode, installFakeVscode, Position } from "../fakeVscode";
+import { FakeDocument, FakeEditor, FakeVscode, installFakeVscode, Position, unimplemented } from "../fakeVscode";
 
 const python = process.env.INFILL_TEST_PYTHON;
 const model = process.env.INFILL_TEST_MODEL;
@@ -81,6 +81,7 @@ after(async () => {
   if (skip) return;
   await extension.deactivate();
   fake.uninstall();
+  assert.deepEqual(unimplemented, [], "deactivating read members of vscode that the stand-in does not have");
 });
 
 test("activation starts the server; the status bar shows loading, then ready", { skip }, async () => {
@@ -173,4 +174,9 @@ test("the cursor coming to rest after a switch or a click sends infill/prefetch;
   fake.moveCursor(0, 5, MOUSE);
   await sleep(PAUSE_MS);
   assert.equal(await serverPrefetches(), start + 3, "off: none; on again: one");
+});
+
+// Last: node:test runs a file's tests in order.
+test("the extension and the client library use only what the stand-in implements", { skip }, () => {
+  assert.deepEqual(unimplemented, [], "members of vscode that the stand-in does not have were read");
 });

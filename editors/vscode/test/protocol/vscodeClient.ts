@@ -3,32 +3,24 @@
  * stand-in `vscode` module just far enough to construct a LanguageClient and ask it for the
  * client capabilities it would send in `initialize`.
  */
-import Module = require("module");
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { ClientCapabilities } from "vscode-languageserver-protocol";
 import { serverOptions } from "../../src/config";
-import { standIn } from "../fakeVscode";
+import { installFakeVscode, unimplemented } from "../fakeVscode";
 
 export function vscodeClientCapabilities(): ClientCapabilities {
-  const loader = Module as any;
-  const original = loader._load;
-  loader._load = function (request: string, ...rest: unknown[]) {
-    if (request === "vscode") {
-      const vscode = standIn("vscode");
-      vscode.version = "1.95.0";
-      return vscode;
-    }
-    return original.call(this, request, ...rest);
-  };
+  const fake = installFakeVscode({}, []);
   try {
     const { LanguageClient } = require("vscode-languageclient/node");
     const client = new LanguageClient("infill", "infill-ls", { command: "infill-ls" }, {
       documentSelector: [{ scheme: "file" }, { scheme: "untitled" }],
     });
-    return client.computeClientCapabilities();
+    const capabilities = client.computeClientCapabilities();
+    if (unimplemented.length) throw new Error(`vscode-languageclient used ${unimplemented.join(", ")}`);
+    return capabilities;
   } finally {
-    loader._load = original;
+    fake.uninstall();
   }
 }
 

@@ -1,6 +1,6 @@
 import * as assert from "node:assert/strict";
 import { test } from "node:test";
-import { installFakeVscode } from "../fakeVscode";
+import { installFakeVscode, unimplemented } from "../fakeVscode";
 
 test("a server path that does not exist shows an error naming it and an error status", async () => {
   const fake = installFakeVscode({ serverPath: "/nonexistent/bin/infill-ls", enable: true }, []);
@@ -14,6 +14,7 @@ test("a server path that does not exist shows an error naming it and an error st
     );
     assert.ok(fake.commands.has("infill.restart"), "commands are registered even without a server");
     await extension.deactivate();
+    assert.deepEqual(unimplemented, [], "members of vscode that the stand-in does not have were read");
   } finally {
     fake.uninstall();
   }
