@@ -45,9 +45,11 @@ def test_bf16_cpu_model_gets_decode_ops_and_tracks_fp32(tmp_path, monkeypatch):
     lm16 = load_model(folder, dtype="bfloat16")
     lm32 = load_model(folder, dtype="float32", compile_decode=False)
     assert lm16.model.decode_ops is not None and lm32.model.decode_ops is None
-    ids = lm32.encode("def fibonacci(n):\n    if n < 2:")
+    ids = lm32.encode(ck.CODE_TEXT[:300])  # 187 positions
     a, b = lm16.full_logits(ids), lm32.full_logits(ids)
-    assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.8
+    # Measured: bf16 picks fp32's token at 186 of the 187 positions (0.995; other seeds 31-36:
+    # 0.947-0.995); the bound allows 5.
+    assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.97
     assert len(Engine(lm16).generate(ids, GenerationParams(max_new_tokens=8)).token_ids) > 0
 
 
