@@ -11,8 +11,8 @@
   guards: see _CompiledOrEager). Every GEMV input is made an output of its graph, so inductor stores
   it once: left inline, a layer norm feeding a GEMV was recomputed for each of the weight's rows,
   which made bf16 decode compute-bound (tiny_starcoder shape: 18.5 -> 12.9 ms/token).
-  If compiling fails (no C++ compiler...), the eager build is used. INFILL_LS_NO_COMPILE=1 skips it. Whether they run
-at all is decided in inference.acceleration.
+  If compiling fails (no C++ compiler...), the eager build is used. Whether they run at all
+(INFILL_LS_NO_COMPILE=1, the device, the dtype) is decided in inference.acceleration.
 
 Attention stays outside: it touches the KV cache.
 """
@@ -26,8 +26,6 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 import torch.utils._pytree as pytree
-
-from .acceleration import compiling_allowed
 
 log = logging.getLogger(__name__)
 
@@ -156,10 +154,8 @@ class _CompiledOrEager:
 
 
 def compiled_decode_ops(act) -> SimpleNamespace:
-    """Ops for one-token steps on CPU (see the module docstring)."""
+    """Ops for one-token steps on CPU (see the module docstring); each compiles at its first call."""
     eager = eager_ops(act)
-    if not compiling_allowed():
-        return eager
     return SimpleNamespace(**{name: _CompiledOrEager(fn, getattr(eager, name), name)
                               for name, fn in ops_taking_lin(act).items()})
 

@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from .acceleration import Acceleration
 from .api import GenerationParams, GenerationResult
 from .kv_cache import SessionCaches, SessionKV
 from .loader import LanguageModel
@@ -25,16 +26,20 @@ AUTOCAST_ROWS = 64  # under autocast a forward runs a multiple of this many toke
 
 
 class Engine:
-    """Generation over per-session KV caches. `prefill_threads`: torch threads for a long prefill (a
-    compute-bound matrix product that scales with cores), when it differs from the threads set for
-    decoding (memory-bound small steps, kept off one core for the server; see inference.worker)."""
+    """Generation over per-session KV caches.
 
-    prefill_threads: int | None = None
-    prefill_autocast: torch.dtype | None = None  # a long prefill runs under torch.autocast to this dtype
+    `acceleration` (inference.acceleration; the worker passes `lm.acceleration`) gives the long
+    prefill's threads (a compute-bound matrix product that scales with cores, where decoding is
+    memory-bound small steps kept off one core for the server) and its autocast dtype. None: every
+    prefill on the caller's torch threads in the model's dtype (tests, one-shot commands)."""
 
-    def __init__(self, lm: LanguageModel, kv_budget_bytes: int = 256 * 2**20):
+    def __init__(self, lm: LanguageModel, kv_budget_bytes: int = 256 * 2**20,
+                 acceleration: Acceleration | None = None):
         self.lm = lm
         self.caches = SessionCaches(lm.kv_spec(), kv_budget_bytes)
+        acc = acceleration or Acceleration()
+        self.prefill_threads: int | None = acc.prefill_threads
+        self.prefill_autocast: torch.dtype | None = acc.prefill_autocast  # a long prefill runs under autocast
 
     # -- sessions
     def close_session(self, session: str) -> None:

@@ -14,11 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .acceleration import Acceleration, choose
 from .api import ModelError, ModelInfo
-from .attention import flash_available
-from .acceleration import choose
-from .blocks import compiled_decode_ops
-from .decode_attention import DecodeAttention
 from .fim import FimFormat, fim_format
 from .kv_cache import KVSpec, SessionKV
 from .models import MODEL_CLASSES
@@ -37,8 +34,9 @@ class LanguageModel:
     """A loaded model: tokenizer, family facts and the forward pass (token ids only)."""
 
     def __init__(self, family: str, config: dict, tokenizer, model, device: torch.device, dtype: torch.dtype,
-                 path: Path):
+                 path: Path, acceleration: Acceleration | None = None):
         self.family = family
+        self.acceleration = acceleration or Acceleration()  # what the model was built with (inference.acceleration)
         self.config = config
         self.tokenizer = tokenizer
         tokenizer.encode_special_tokens = True  # "<|endoftext|>" typed in a file is text, not a control token
@@ -60,7 +58,7 @@ class LanguageModel:
     def kv_spec(self) -> KVSpec:
         m = self.model
         return KVSpec(m.n_layers, m.kv_heads, m.head_dim, self.max_context, self.dtype, self.device,
-                      flash_available(self.device, self.dtype), getattr(m, "decode_attention", None))
+                      self.acceleration.flash, getattr(m, "decode_attention", None))
 
     @torch.inference_mode()
     def full_logits(self, ids: list[int]) -> torch.Tensor:
@@ -182,26 +180,30 @@ def pick_device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
 
 
 def load_model(source=None, device="cpu", dtype="auto", family: str | None = None,
-               compile_decode: bool = True) -> LanguageModel:
-    """Load a checkpoint folder (or hub id) for the engine. What runs is inference.acceleration's
-    choice (`lm.acceleration`). `compile_decode`: on CPU, one-token steps use torch.compile'd ops, which pay a few seconds of compiling on the first
-    decode; a one-shot caller (`infill-ls complete`) turns it off."""
+               compile_decode: bool = True, prefill_dtype: str = "model",
+               acceleration: Acceleration | None = None) -> LanguageModel:
+    """Load a checkpoint folder (or hub id) for the engine. What runs is `acceleration`, by default
+    inference.acceleration.choose(device, dtype, compile_decode=, prefill_dtype=) (kept as
+    `lm.acceleration`). `compile_decode`: on CPU, one-token steps use compiled ops, which pay a few
+    seconds of compiling on the first decode; a one-shot caller (`infill-ls complete`) turns it off.
+    `prefill_dtype`: "model" (long prefills in the model's dtype) or "auto" (the server's choice:
+    bf16 autocast where it pays)."""
     dev, dt = pick_device_dtype(device, dtype)
+    try:
+        acc = acceleration or choose(dev, dt, compile_decode=compile_decode, prefill_dtype=prefill_dtype)
+        acc.check(dev, dt)
+    except ValueError as e:
+        raise ModelError(str(e)) from None
     folder = resolve_source(source)
     cfg = read_config(folder)
     tokenizer = load_tokenizer(folder)
     fam = family or cfg.get("infill_ls_family") or detect_family(cfg, tokenizer, folder)
     if fam not in FAMILIES:
         raise ModelError(f"unknown model family {fam!r} (use one of {', '.join(FAMILIES)})")
+    model_class = MODEL_CLASSES[fam]
+    config = model_class.Config.from_hf(cfg)  # before any weight is read: a bad config fails naming its key
     tensors, origin = read_checkpoint(folder)
     weights = WeightMap(tensors, origin, dt, dev)
-    model = MODEL_CLASSES[fam](cfg, weights)
+    model = model_class(config, weights, acc)
     weights.finish()
-    acc = choose(dev, dt, compile_decode)
-    if acc.compiled_decode_ops:
-        model.decode_ops = compiled_decode_ops(model.act)
-    if acc.compiled_decode_attention:
-        model.decode_attention = DecodeAttention()
-    lm = LanguageModel(fam, cfg, tokenizer, model, dev, dt, folder)
-    lm.acceleration = acc
-    return lm
+    return LanguageModel(fam, cfg, tokenizer, model, dev, dt, folder, acc)

@@ -18,11 +18,10 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Callable
 
-from .acceleration import inference_threads, prefill_autocast_dtype, prefill_threads
+from .acceleration import inference_threads, prefill_threads
 from .api import GenerationJob, GenerationParams, ModelError, ModelInfo, ModelSpec
 
-__all__ = ["GenerationJob", "InferenceWorker", "ModelSpec", "WorkerClosed", "inference_threads",
-           "prefill_autocast_dtype", "prefill_threads"]
+__all__ = ["GenerationJob", "InferenceWorker", "ModelSpec", "WorkerClosed", "inference_threads", "prefill_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +143,12 @@ class InferenceWorker:
         self.model_generation += 1
         set_inference_threads()
         one_shot = {"compile_decode": False} if spec.one_shot else {}
-        lm = load_model(spec.source, device=resolve_device(spec.device), dtype=spec.dtype, **one_shot)
-        engine = engine_factory(lm, kv_budget_bytes=kv_budget_for(lm, spec.kv_budget_bytes))
-        engine.prefill_threads = prefill_threads()  # inference.acceleration decides these
-        engine.prefill_autocast = prefill_autocast_dtype(lm, spec.prefill_dtype)
+        lm = load_model(spec.source, device=resolve_device(spec.device), dtype=spec.dtype,
+                        prefill_dtype=spec.prefill_dtype, **one_shot)
+        # load_model chose what runs (inference.acceleration) and built the model with it; the engine
+        # takes its prefill threads and autocast from the same choice
+        engine = engine_factory(lm, kv_budget_bytes=kv_budget_for(lm, spec.kv_budget_bytes),
+                                acceleration=lm.acceleration)
         if not spec.one_shot:
             _warm_up(engine, lm)
         self.engine = engine

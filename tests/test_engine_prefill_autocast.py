@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from inference import engine as engine_module
+from inference.acceleration import Acceleration, choose
 from inference.engine import Engine, GenerationParams
 from inference.loader import load_model
-from inference.worker import prefill_autocast_dtype
 from tests import checkpoints as ck
+
+BF16_PREFILL = Acceleration(prefill_autocast=torch.bfloat16)
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +47,7 @@ def test_long_prefill_runs_under_autocast_and_the_cache_and_decode_stay_fp32(lm,
     ids = lm.encode(ck.CODE_TEXT[:600])
     assert len(ids) >= engine_module.LONG_PREFILL
     ref_logits = first_logits(Engine(lm), ids)
-    eng = Engine(lm)
-    eng.prefill_autocast = torch.bfloat16
+    eng = Engine(lm, acceleration=BF16_PREFILL)
     seen = _autocast_calls(monkeypatch, lm)
     res = eng.generate(ids, GenerationParams(max_new_tokens=6), session="doc")
     n, rows = len(ids), engine_module.AUTOCAST_ROWS
@@ -73,8 +74,7 @@ def test_autocast_forwards_run_a_multiple_of_autocast_rows(lm, monkeypatch):
     rows = engine_module.AUTOCAST_ROWS
     for n in (rows, rows + 1, 2 * rows - 1, 128, 129, 300, 385):
         assert len(ids) >= n
-        eng = Engine(lm)
-        eng.prefill_autocast = torch.bfloat16
+        eng = Engine(lm, acceleration=BF16_PREFILL)
         seen = _autocast_calls(monkeypatch, lm)
         eng.generate(ids[:n], GenerationParams(max_new_tokens=1))
         monkeypatch.setattr(lm.model, "forward", type(lm.model).forward.__get__(lm.model))
@@ -86,21 +86,22 @@ def test_autocast_forwards_run_a_multiple_of_autocast_rows(lm, monkeypatch):
 
 def test_a_keystroke_prefill_is_not_autocast(lm, monkeypatch):
     ids = lm.encode(ck.CODE_TEXT[:600])
-    eng = Engine(lm)
-    eng.prefill_autocast = torch.bfloat16
+    eng = Engine(lm, acceleration=BF16_PREFILL)
     eng.generate(ids, GenerationParams(max_new_tokens=1), session="doc")
     seen = _autocast_calls(monkeypatch, lm)
     eng.generate(ids + lm.encode(" x"), GenerationParams(max_new_tokens=1), session="doc")
     assert seen and seen[0][0] < engine_module.LONG_PREFILL and not any(on for _, on in seen)
 
 
-def test_worker_choice_of_prefill_dtype(monkeypatch):
-    cpu32 = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32)
+def test_choice_of_prefill_dtype(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
-    assert prefill_autocast_dtype(cpu32, "auto") is torch.bfloat16
-    assert prefill_autocast_dtype(cpu32, "model") is None
-    assert prefill_autocast_dtype(SimpleNamespace(device=torch.device("cpu"), dtype=torch.bfloat16), "auto") is None
-    assert prefill_autocast_dtype(SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32), "auto") is None
+    assert choose(cpu, torch.float32, env={}).prefill_autocast is torch.bfloat16
+    assert choose(cpu, torch.float32, env={}, prefill_dtype="model").prefill_autocast is None
+    assert choose(cpu, torch.bfloat16, env={}).prefill_autocast is None
+    assert choose(cuda, torch.float32, env={}).prefill_autocast is None
+    with pytest.raises(ValueError, match="unknown prefill dtype 'fp8'"):
+        choose(cpu, torch.float32, env={}, prefill_dtype="fp8")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert prefill_autocast_dtype(cpu32, "auto") is None  # a CPU without bf16 instructions: fp32
+    assert choose(cpu, torch.float32, env={}).prefill_autocast is None  # a CPU without bf16 instructions: fp32

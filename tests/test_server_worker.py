@@ -13,13 +13,14 @@ class FakeLM:
     family = "fake"
     eos_token_ids = (0,)
     bos_ids = []
+    acceleration = None
 
     def info(self):
         return "fake model info"
 
 
 class FakeEngine:
-    def __init__(self, lm, kv_budget_bytes):
+    def __init__(self, lm, kv_budget_bytes, acceleration=None):
         self.sessions = {}
         self.threads = set()
 
@@ -53,7 +54,7 @@ class FakeEngine:
 
 
 def make_worker(fail_load=False):
-    def load_model(source, device, dtype):
+    def load_model(source, device, dtype, **options):
         if fail_load:
             raise ValueError(f"cannot read {source}")
         return FakeLM()

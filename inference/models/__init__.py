@@ -1,4 +1,5 @@
-"""One file per model family; each class takes (config dict, WeightMap)."""
+"""One file per model family. Each class has a `Config` read from config.json apart from the weights
+(`Config.from_hf(dict)`), and is built as `cls(config, WeightMap, Acceleration)`."""
 
 from .codegen import CodeGen
 from .gpt_bigcode import GPTBigCode

@@ -7,18 +7,39 @@ CodeGen2-1B/3_7B, whose configs (alone) carry an explicit "head_dim" field. A co
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from ..acceleration import Acceleration
 from ..errors import ModelError
 from ..weights import WeightMap
-from .common import DecoderBase, Layer, activation, cfg_get
+from .common import DecoderBase, DecoderConfig, Layer, cfg_get, gpt2_fields
 
 
 def detect_mp_num(cfg: dict) -> int:
     if cfg.get("mp_num") is not None:
-        return int(cfg["mp_num"])
+        return cfg_get(cfg, "mp_num", kind=int)
     return 8 if cfg.get("head_dim") is not None else 4
+
+
+@dataclass(frozen=True)
+class CodeGenConfig(DecoderConfig):
+    rotary_dim: int = 0  # channels of each head that are rotated (at most head_dim)
+    mp_num: int = 4  # the qkv rows' training shards (see the module docstring)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.n_heads % self.mp_num:
+            raise ModelError(f"config.json: n_head {self.n_heads} is not divisible by mp_num {self.mp_num}")
+
+    @classmethod
+    def from_hf(cls, cfg: dict) -> "CodeGenConfig":
+        fields = gpt2_fields(cfg, "gelu_new")
+        head_dim = max(1, fields["n_embd"] // fields["n_heads"])
+        return cls(**fields, rotary_dim=min(cfg_get(cfg, "rotary_dim", default=head_dim, kind=int), head_dim),
+                   mp_num=detect_mp_num(cfg))
 
 
 def qkv_from_mp_layout(w: torch.Tensor, n_embd: int, mp_num: int) -> torch.Tensor:
@@ -36,20 +57,12 @@ def rotary_table(positions: int, rotary_dim: int) -> tuple[torch.Tensor, torch.T
 
 
 class CodeGen(DecoderBase):
-    def __init__(self, cfg: dict, w: WeightMap):
-        c = self.n_embd = cfg_get(cfg, "n_embd", "hidden_size")
-        self.n_layers = cfg_get(cfg, "n_layer", "num_hidden_layers")
-        self.n_heads = self.kv_heads = cfg_get(cfg, "n_head", "num_attention_heads")
-        self.head_dim = d = c // self.n_heads
-        self.max_positions = cfg_get(cfg, "n_positions", "max_position_embeddings")
-        self.vocab_size = v = cfg_get(cfg, "vocab_size")
-        self.eps = cfg_get(cfg, "layer_norm_epsilon", default=1e-5)
-        self.act = activation(cfg_get(cfg, "activation_function", default="gelu_new"))
-        self.rotary_dim = min(cfg_get(cfg, "rotary_dim", default=d), d)
-        self.mp_num = mp = detect_mp_num(cfg)
-        if self.n_heads % mp:
-            raise ModelError(f"config.json: n_head {self.n_heads} is not divisible by mp_num {mp}")
-        inner = cfg_get(cfg, "n_inner", default=4 * c)
+    Config = CodeGenConfig
+
+    def __init__(self, cfg: CodeGenConfig, w: WeightMap, acceleration: Acceleration | None = None):
+        super().__init__(cfg, acceleration)
+        c, v, mp, inner = cfg.n_embd, cfg.vocab_size, cfg.mp_num, cfg.inner
+        self.rotary_dim, self.mp_num = cfg.rotary_dim, mp
         self.cos, self.sin = (t.to(w.device) for t in rotary_table(self.max_positions, self.rotary_dim))
 
         self.wte = w.take("transformer.wte.weight", v, c)

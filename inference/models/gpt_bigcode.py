@@ -3,26 +3,37 @@ multi-query (one K/V head) or per-head multi-head `c_attn`, lm_head tied to wte.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from ..acceleration import Acceleration
 from ..weights import WeightMap
-from .common import DecoderBase, Layer, activation, cfg_get
+from .common import DecoderBase, DecoderConfig, Layer, cfg_get, gpt2_fields, output_head
+
+
+@dataclass(frozen=True)
+class GPTBigCodeConfig(DecoderConfig):
+    scale_attn_weights: bool = True  # scores scaled by 1/sqrt(head_dim)
+    tie_word_embeddings: bool = True
+
+    @classmethod
+    def from_hf(cls, cfg: dict) -> "GPTBigCodeConfig":
+        fields = gpt2_fields(cfg, "gelu_pytorch_tanh")
+        if cfg_get(cfg, "multi_query", default=True, kind=bool):
+            fields["kv_heads"] = 1
+        return cls(**fields, scale_attn_weights=cfg_get(cfg, "scale_attn_weights", default=True, kind=bool),
+                   tie_word_embeddings=cfg_get(cfg, "tie_word_embeddings", default=True, kind=bool))
 
 
 class GPTBigCode(DecoderBase):
-    def __init__(self, cfg: dict, w: WeightMap):
-        c = self.n_embd = cfg_get(cfg, "n_embd", "hidden_size")
-        self.n_layers = cfg_get(cfg, "n_layer", "num_hidden_layers")
-        self.n_heads = cfg_get(cfg, "n_head", "num_attention_heads")
-        self.head_dim = d = c // self.n_heads
-        self.kv_heads = hk = 1 if cfg_get(cfg, "multi_query", default=True) else self.n_heads
-        self.max_positions = cfg_get(cfg, "n_positions", "max_position_embeddings")
-        self.vocab_size = v = cfg_get(cfg, "vocab_size")
-        self.eps = cfg_get(cfg, "layer_norm_epsilon", default=1e-5)
-        self.act = activation(cfg_get(cfg, "activation_function", default="gelu_pytorch_tanh"))
-        self.attn_scale = self.scale if cfg_get(cfg, "scale_attn_weights", default=True) else 1.0
-        inner = cfg_get(cfg, "n_inner", default=4 * c)
+    Config = GPTBigCodeConfig
+
+    def __init__(self, cfg: GPTBigCodeConfig, w: WeightMap, acceleration: Acceleration | None = None):
+        super().__init__(cfg, acceleration)
+        c, d, hk, v, inner = cfg.n_embd, cfg.head_dim, cfg.kv_heads, cfg.vocab_size, cfg.inner
+        self.attn_scale = self.scale if cfg.scale_attn_weights else 1.0
 
         self.wte = w.take("transformer.wte.weight", v, c)
         self.wpe = w.take("transformer.wpe.weight", self.max_positions, c)
@@ -43,13 +54,7 @@ class GPTBigCode(DecoderBase):
                 fc2_w=w.take(p + "mlp.c_proj.weight", c, inner), fc2_b=w.take(p + "mlp.c_proj.bias", c)))
         self.lnf_w = w.take("transformer.ln_f.weight", c)
         self.lnf_b = w.take("transformer.ln_f.bias", c)
-        tied = cfg_get(cfg, "tie_word_embeddings", default=True)
-        if w.has("lm_head.weight") and not tied:
-            self.head = w.take("lm_head.weight", v, c)
-        else:
-            if w.has("lm_head.weight"):  # a tied copy saved anyway: must equal wte
-                w.take("lm_head.weight", v, c)
-            self.head = self.wte
+        self.head = output_head(w, self.wte, cfg.tie_word_embeddings)
 
     def forward(self, ids: torch.Tensor, kv) -> torch.Tensor:
         """ids (T,) at positions kv.start.. -> final hidden states (T, C)."""

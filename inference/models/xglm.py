@@ -4,12 +4,15 @@ table read at row position+2, separate q/k/v projections (fused here at load), t
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ..acceleration import Acceleration
+from ..errors import ModelError
 from ..weights import WeightMap
-from .common import DecoderBase, Layer, activation, cfg_get
+from .common import DecoderBase, DecoderConfig, Layer, cfg_get, output_head
 
 POSITION_OFFSET = 2  # fairseq: rows 0 and 1 (padding_idx) come before position 0
 
@@ -27,20 +30,36 @@ def sinusoidal_table(rows: int, dim: int, padding_idx: int | None) -> torch.Tens
     return table
 
 
-class XGLM(DecoderBase):
-    def __init__(self, cfg: dict, w: WeightMap):
-        c = self.n_embd = cfg_get(cfg, "d_model", "hidden_size")
-        self.n_layers = cfg_get(cfg, "num_layers", "num_hidden_layers")
-        self.n_heads = self.kv_heads = cfg_get(cfg, "attention_heads", "num_attention_heads")
-        self.head_dim = c // self.n_heads
-        self.max_positions = cfg_get(cfg, "max_position_embeddings")
-        self.vocab_size = v = cfg_get(cfg, "vocab_size")
-        self.eps = 1e-5  # nn.LayerNorm default, as in the reference
-        self.act = activation(cfg_get(cfg, "activation_function", default="gelu"))
-        self.embed_scale = math.sqrt(c) if cfg_get(cfg, "scale_embedding", default=True) else 1.0
-        inner = cfg_get(cfg, "ffn_dim")
+@dataclass(frozen=True)
+class XGLMConfig(DecoderConfig):
+    scale_embedding: bool = True  # embeddings times sqrt(d_model)
+    pad_token_id: int | None = 1  # the zeroed row of the position table
+    tie_word_embeddings: bool = True
+
+    @classmethod
+    def from_hf(cls, cfg: dict) -> "XGLMConfig":
+        heads = cfg_get(cfg, "attention_heads", "num_attention_heads", kind=int)
         pad = cfg_get(cfg, "pad_token_id", default=1)
-        self.positions = sinusoidal_table(self.max_positions + POSITION_OFFSET, c, pad).to(w.device, w.dtype)
+        if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0:
+            raise ModelError(f"config.json: 'pad_token_id' must be a token id, found {pad!r}")
+        return cls(n_embd=cfg_get(cfg, "d_model", "hidden_size", kind=int),
+                   n_layers=cfg_get(cfg, "num_layers", "num_hidden_layers", kind=int), n_heads=heads, kv_heads=heads,
+                   max_positions=cfg_get(cfg, "max_position_embeddings", kind=int),
+                   vocab_size=cfg_get(cfg, "vocab_size", kind=int), inner=cfg_get(cfg, "ffn_dim", kind=int),
+                   eps=1e-5,  # nn.LayerNorm default, as in the reference
+                   activation=cfg_get(cfg, "activation_function", default="gelu", kind=str),
+                   scale_embedding=cfg_get(cfg, "scale_embedding", default=True, kind=bool), pad_token_id=pad,
+                   tie_word_embeddings=cfg_get(cfg, "tie_word_embeddings", default=True, kind=bool))
+
+
+class XGLM(DecoderBase):
+    Config = XGLMConfig
+
+    def __init__(self, cfg: XGLMConfig, w: WeightMap, acceleration: Acceleration | None = None):
+        super().__init__(cfg, acceleration)
+        c, v, inner = cfg.n_embd, cfg.vocab_size, cfg.inner
+        self.embed_scale = math.sqrt(c) if cfg.scale_embedding else 1.0
+        self.positions = sinusoidal_table(self.max_positions + POSITION_OFFSET, c, cfg.pad_token_id).to(w.device, w.dtype)
 
         self.wte = w.take("model.embed_tokens.weight", v, c)
         self.layers = []
@@ -57,12 +76,7 @@ class XGLM(DecoderBase):
                 fc2_w=w.take(p + "fc2.weight", c, inner), fc2_b=w.take(p + "fc2.bias", c)))
         self.lnf_w = w.take("model.layer_norm.weight", c)
         self.lnf_b = w.take("model.layer_norm.bias", c)
-        if w.has("lm_head.weight") and not cfg_get(cfg, "tie_word_embeddings", default=True):
-            self.head = w.take("lm_head.weight", v, c)
-        else:
-            if w.has("lm_head.weight"):
-                w.take("lm_head.weight", v, c)  # a saved copy of the tied head
-            self.head = self.wte
+        self.head = output_head(w, self.wte, cfg.tie_word_embeddings)
 
     def forward(self, ids: torch.Tensor, kv) -> torch.Tensor:
         start, t = kv.start, ids.shape[0]
