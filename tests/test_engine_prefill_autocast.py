@@ -61,7 +61,10 @@ def test_long_prefill_runs_under_autocast_and_the_cache_and_decode_stay_fp32(lm,
     logits = first_logits(eng, ids)
     assert logits.dtype == torch.float32
     assert not torch.equal(logits, ref_logits)  # it really ran in bf16
-    assert torch.allclose(logits, ref_logits, atol=0.15 * ref_logits.abs().max().item())
+    # Measured: the largest difference is 0.85% of the largest |logit| for this model (0.6-2.2% for
+    # seeds 9-14 of the same shape); bf16 rounding of a 64-wide model, far below a wrong cache or mask.
+    assert torch.allclose(logits, ref_logits, atol=0.025 * ref_logits.abs().max().item(), rtol=0), \
+        (logits - ref_logits).abs().max() / ref_logits.abs().max()
     assert res.token_ids[0] == int(ref_logits.argmax())
 
 
