@@ -1,8 +1,6 @@
-"""`infill-ls complete` and `infill-ls convert`: the engine from the command line.
-
-complete: prefix (and optional suffix) text -> generated text (or --json with ids and timings).
-convert:  SRC checkpoint folder -> DST folder with model.safetensors (+ config and tokenizer files).
-User errors print one line and exit with status 2.
+"""`infill-ls convert`: SRC checkpoint folder -> DST folder with model.safetensors (+ config and
+tokenizer files). User errors print one line and exit with status 2. (`infill-ls complete` runs the
+server's pipeline: lsp_server.complete.)
 """
 
 from __future__ import annotations
@@ -27,79 +25,6 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage dump, exit status 2 from main
         raise UsageError(f"{self.prog}: {message}")
-
-
-def complete_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="infill-ls complete", description="Complete a prefix (and optional suffix) with a model.")
-    p.add_argument("--model", help="checkpoint folder or hub id (default: the shipped default model)")
-    p.add_argument("--prefix", help="text before the cursor")
-    p.add_argument("--suffix", help="text after the cursor (turns on fill-in-the-middle)")
-    p.add_argument("--prefix-file", help="read the prefix from this file")
-    p.add_argument("--suffix-file", help="read the suffix from this file")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
-    p.add_argument("--stop", nargs="+", action="extend", default=[], metavar="STR", help="stop strings")
-    p.add_argument("--json", action="store_true", help="print one JSON object with ids and timings")
-    return p
-
-
-def _read_text(path: str, flag: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"{flag} {path}: cannot read ({e.strerror or e})") from None
-
-
-def run_complete(argv: list[str]) -> int:
-    args = complete_parser().parse_args(argv)
-    if (args.prefix is None) == (args.prefix_file is None):
-        raise UsageError("give exactly one of --prefix or --prefix-file")
-    if args.suffix is not None and args.suffix_file is not None:
-        raise UsageError("give at most one of --suffix or --suffix-file")
-    if args.max_new_tokens < 1:
-        raise UsageError(f"--max-new-tokens must be at least 1 (got {args.max_new_tokens})")
-    if args.temperature < 0:
-        raise UsageError(f"--temperature must be >= 0 (got {args.temperature})")
-    if not 0 < args.top_p <= 1:
-        raise UsageError(f"--top-p must be in (0, 1] (got {args.top_p})")
-    prefix = args.prefix if args.prefix is not None else _read_text(args.prefix_file, "--prefix-file")
-    suffix = args.suffix if args.suffix is not None else (
-        _read_text(args.suffix_file, "--suffix-file") if args.suffix_file else None)
-
-    from .engine import Engine, GenerationParams
-    from .loader import load_model
-
-    lm = load_model(args.model, device=args.device, dtype=args.dtype, compile_decode=False)  # one completion
-    stop_ids: tuple[int, ...] = ()
-    if suffix is not None and lm.fim is not None:
-        prompt = lm.bos_ids + lm.fim.psm(lm.encode_plain(prefix), lm.encode_plain(suffix))
-        stop_ids = lm.fim.stop_token_ids
-    else:
-        if suffix is not None:
-            print(f"infill-ls: {lm.family} has no fill-in-the-middle format; completing left to right from "
-                  "the prefix (suffix ignored)", file=sys.stderr)
-        prompt = lm.encode(prefix)
-    if len(prompt) >= lm.max_context:
-        raise UsageError(f"the prompt is {len(prompt)} tokens; the model's context is {lm.max_context}")
-    params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                              seed=args.seed, stop_token_ids=stop_ids, stop_strings=tuple(args.stop))
-    res = Engine(lm).generate(prompt, params)
-    if args.json:
-        print(json.dumps({
-            "text": res.text, "token_ids": res.token_ids, "stop_reason": res.stop_reason,
-            "prompt_tokens": res.prompt_tokens, "reused_tokens": res.reused_tokens,
-            "prefill_tokens": res.prefill_tokens, "prefill_ms": round(res.prefill_ms, 3),
-            "decode_ms": round(res.decode_ms, 3), "family": lm.family,
-            "fim": bool(suffix is not None and lm.fim is not None),
-        }))
-    else:
-        sys.stdout.write(res.text)
-        sys.stdout.flush()
-    return 0
 
 
 def run_convert(argv: list[str]) -> int:
@@ -147,12 +72,11 @@ def run_convert(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("complete", "convert"):
-        print("usage: infill-ls {complete,convert} ...", file=sys.stderr)
+    if not argv or argv[0] != "convert":
+        print("usage: infill-ls convert SRC DST", file=sys.stderr)
         return 2
-    command, rest = argv[0], list(argv[1:])
     try:
-        return run_complete(rest) if command == "complete" else run_convert(rest)
+        return run_convert(list(argv[1:]))
     except (ModelError, UsageError, ValueError) as e:
         print(f"infill-ls: error: {e}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ import sys
 USAGE = """usage: infill-ls {serve,complete,convert} ...
 
   serve     run the language server (stdio, or --tcp HOST:PORT)
-  complete  complete a prefix (and optional suffix) with a model
+  complete  complete at a cursor (prefix, optional suffix) as the editor would show it
   convert   write a safetensors copy of a checkpoint folder
 """
 
@@ -23,7 +23,11 @@ def main(argv: list[str] | None = None) -> int:
         from lsp_server.serve import main as serve_main
 
         return serve_main(rest)
-    if command in ("complete", "convert"):
+    if command == "complete":
+        from lsp_server.complete import main as complete_main
+
+        return complete_main(rest)
+    if command == "convert":
         from inference import cli
 
         return cli.main([command, *rest])

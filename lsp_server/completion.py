@@ -157,7 +157,7 @@ def generation_job(cfg: Config, builder: PromptBuilder, ctx: CursorContext, plan
     healing, and an early stop judged on the text the user will see (`PromptBuilder.shown_text`)."""
     prompt = plan.prompt
     params = GenerationParams(max_new_tokens=max_new, temperature=temperature, top_p=cfg.top_p,
-                              stop_token_ids=builder.info.stop_ids, first_token_ids=prompt.first_token_ids,
+                              stop_token_ids=builder.stop_ids, first_token_ids=prompt.first_token_ids,
                               time_limit_s=time_limit_s)
     return GenerationJob(prompt.ids, params, stop_check=lambda ids: generation_can_stop(ctx, builder.shown_text(prompt, ids)),
                          **job)

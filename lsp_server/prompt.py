@@ -21,6 +21,7 @@ end, so the per-document KV cache keeps everything before the cursor:
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
 from collections import OrderedDict
@@ -72,6 +73,12 @@ class Budget:
         return Budget(usable - suffix, suffix)
 
 
+def special_token_ids(tokenizer_json: str) -> tuple[int, ...]:
+    """Ids of the tokenizer's special added tokens (its control tokens), from its JSON."""
+    added = json.loads(tokenizer_json).get("added_tokens") or []
+    return tuple(sorted(t["id"] for t in added if t.get("special") and isinstance(t.get("id"), int)))
+
+
 class PromptBuilder:
     """Per model: knows its FIM layout and caches the token ids of text pieces. Built from the
     engine's ModelInfo (a LanguageModel is taken too, by its `info()`), with a tokenizer of its own."""
@@ -87,6 +94,11 @@ class PromptBuilder:
         else:
             self.layout = "psm"
         self.bos_ids = list(info.bos_ids)
+        # A suggestion ends at EOS, at the FIM format's stops, and at any other control token of the
+        # tokenizer (<filename>, <gh_stars>, <jupyter_*>...): a model writing one has left the code,
+        # and its text must never reach the user.
+        self.special_ids = special_token_ids(info.tokenizer_json)
+        self.stop_ids = tuple(dict.fromkeys([*info.stop_ids, *self.special_ids]))
         self._pieces: OrderedDict[str, list[int]] = OrderedDict()
         self._token_texts: list[str] | None = None  # every token's text, for token healing (built once)
         self._heals: dict[str, tuple[int, ...]] = {}  # healed text -> the token ids that start with it
