@@ -8,9 +8,20 @@ import pytest
 
 from tests.checkpoints import make_gpt_bigcode
 
-# CPU models compile their one-token decode ops on first use (seconds per process and shape). Tests run
-# eager, and so do the servers they start (the variable is inherited); tests/test_engine_blocks.py
-# compiles for real and checks the compiled ops against eager.
+# What runs compiled and what stays eager. Users' CPU servers compile their one-token decode ops and
+# attention (load_model's default); that path is what the parity tests check, loading their models
+# compiled whatever this variable says (tests.compiled.load_compiled, shared per session through
+# `family_models`, a silent fallback to eager fails them):
+#   test_engine_models.py (every family vs transformers: fp32 tokens, every decode step, bf16),
+#   test_reliability_kv_invariant.py (the KV-reuse invariant, and its in-process server end to end),
+#   test_engine_blocks.py and test_engine_attention.py (compiled ops and kernel against eager/reference).
+# Everything else runs eager through this default, inherited by every server subprocess: each new
+# server process compiles again (2-6 graphs, seconds each on the CI box, more on a cold inductor
+# cache), and the editor, protocol, soak, safety, prefetch and e2e servers start dozens of them with
+# 30 s readiness limits. Measured on the shared 2-core box with the default unset and a cold inductor
+# cache: the suite took 28.5 min instead of about 5-6 and 46 server tests failed their readiness or
+# latency limits. Eager is also a real path (compile failure, INFILL_LS_NO_COMPILE=1, the one-shot
+# CLI), and test_engine_models.py checks it against transformers too.
 os.environ.setdefault("INFILL_LS_NO_COMPILE", "1")
 
 

@@ -133,3 +133,19 @@ def test_decode_kernel_is_not_used_for_shared_kv_heads_or_several_tokens_and_fal
     ours = run(q, k_all, v_all, 9, flash=False, decode=broken)
     assert broken.compiled is None  # switched off for good
     assert torch.allclose(ours, reference(q, k_all, v_all, 9, 1 / math.sqrt(d)), atol=1e-5)
+
+
+@pytest.mark.parametrize("heads,d", [(8, 8), (8, 16)])
+def test_compiled_decode_step_serves_every_length_whatever_the_head_shape(heads, d):
+    """The kernel is traced with an example cache length; a length equal to the head count or head dim
+    (8 heads, or a head dim of 8, as the tiny CodeGen2 has) once tied the two symbols together, and
+    every other cache length failed and fell back to SDPA for good."""
+    torch.manual_seed(4)
+    kernel = DecodeAttention()
+    for start in (1, 7, 8, 9, 16, 17, 100):
+        q = torch.randn(1, heads, d)
+        k_all, v_all = torch.randn(start + 1, heads, d), torch.randn(start + 1, heads, d)
+        ours = run(q, k_all, v_all, start, flash=False, decode=kernel, capacity=256)
+        assert kernel.compiled, f"fell back to SDPA at cache length {start + 1}"
+        assert torch.allclose(ours, reference(q, k_all, v_all, start, 1 / math.sqrt(d)), atol=1e-5), start
+    assert len(kernel.compiled) == 1
