@@ -29,6 +29,7 @@ from lsp_server.prompt import Budget, Prompt, PromptBuilder
 
 SAMPLING_TEMPERATURE = 0.8  # for candidates after the first when `temperature` is 0
 WAIT_SLACK_S = 1.0
+LONG_LINE_MAX_NEW_TOKENS = 12  # a suggestion inside a line longer than the context window
 BACKGROUND_TIME_LIMIT_S = 60.0  # a prefetch may take a long file's whole prefill: any request cancels it
 
 
@@ -110,6 +111,8 @@ def typing_through(server, place: Place) -> list[Suggestion] | None:
 def build_prompt(cfg: Config, builder: PromptBuilder, ctx: CursorContext, candidates: int = 1) -> Plan:
     """Stage 3: the prompt for `ctx` within the configured budget, and what the run will do."""
     max_new = cfg.max_new_tokens(ctx.multi_line)
+    if ctx.in_long_line:  # minified code has no line end to stop at: one expression, not a screenful
+        max_new = min(max_new, LONG_LINE_MAX_NEW_TOKENS)
     reserve = max(cfg.max_new_tokens_multi_line, cfg.max_new_tokens_single_line)
     budget = Budget.for_model(builder.info.max_context, cfg.context_tokens, reserve, cfg.suffix_fraction,
                               builder.layout)

@@ -28,6 +28,13 @@ class CursorContext:
         return not self.suffix_cut or LINE_END.search(self.suffix) is not None
 
     @property
+    def in_long_line(self) -> bool:
+        """The cursor's line is longer than the window on either side (minified or generated code):
+        the window holds only part of it."""
+        before = self.start > 0 and LINE_END.search(self.prefix) is None
+        return before or not self.line_suffix_complete
+
+    @property
     def line_prefix(self) -> str:
         """The current line up to the cursor."""
         cut = max(self.prefix.rfind("\n"), self.prefix.rfind("\r"))

@@ -223,3 +223,20 @@ def test_line_breaks_split_or_joined_at_chunk_edges_count_once(chunk_chars):
                         assert [doc.line_start(k) for k in range(len(starts))] == starts, (text, i, j, new)
                         assert not any(a.endswith("\r") and b.startswith("\n")
                                        for a, b in zip(doc._chunks, doc._chunks[1:]))
+
+
+@pytest.mark.parametrize("name, where, long_line", [("1 MB one line", "end", True), ("1 MB one line", "inside", True),
+                                                    ("10 MB", "end", False), ("20 000 lines", "middle", False)])
+def test_a_suggestion_inside_a_line_longer_than_the_window_is_short(builder, name, where, long_line):
+    """Minified code has no line end to stop a single-line suggestion: it gets one expression's worth
+    of tokens (completion.LONG_LINE_MAX_NEW_TOKENS), not the configured limit; normal lines keep it."""
+    from lsp_server.completion import LONG_LINE_MAX_NEW_TOKENS, build_prompt
+    from lsp_server.config import Config
+
+    text = DOCS[name]
+    offset = {"end": len(text), "inside": len(text) // 2, "middle": text.index("return", len(text) // 2)}[where]
+    ctx = Document("file:///huge", text).context_at(offset, window=window_chars(0, builder.info))
+    plan = build_prompt(Config(), builder, ctx)
+    assert ctx.in_long_line is long_line
+    assert plan.max_new == (LONG_LINE_MAX_NEW_TOKENS if long_line else Config().max_new_tokens(ctx.multi_line))
+    assert LONG_LINE_MAX_NEW_TOKENS < Config().max_new_tokens_single_line
