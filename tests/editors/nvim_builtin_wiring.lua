@@ -3,15 +3,10 @@
 -- count})). Checks the plugin's wiring to it against the real server: enabled on attach, <Tab>
 -- accepts through get() or stays a Tab, <M-]>/<M-[> select. Run by test_neovim.py.
 local env = vim.env
-local report = { calls = {} }
-
-local function finish(code)
-  local f = assert(io.open(env.INFILL_RESULT, "w"))
-  f:write(vim.json.encode(report))
-  f:close()
-  vim.cmd(code == 0 and "qa!" or "cq!")
-end
-vim.defer_fn(function() report.error = "watchdog: not finished in 60 s"; finish(1) end, 60000)
+local h = dofile(env.INFILL_REPO .. "/tests/editors/nvim_harness.lua")
+local report = h.report
+report.calls = {}
+h.start(60000)
 
 local accept_result = false
 vim.lsp.inline_completion = {
@@ -32,42 +27,28 @@ vim.cmd("edit " .. vim.fn.fnameescape(env.INFILL_WORKDIR .. "/wiring.py"))
 local buf = vim.api.nvim_get_current_buf()
 report.buf = buf
 
-local function sleep(ms)
-  local co = coroutine.running()
-  vim.defer_fn(function() coroutine.resume(co) end, ms)
-  coroutine.yield()
-end
-local function keys(k)
-  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes(k, true, false, true), "t", false)
-end
+local sleep, keys = h.sleep, h.keys
 
 vim.schedule(function()
-  coroutine.wrap(function()
-    local ok, err = pcall(function()
-      local waited = 0
-      while not (vim.lsp.get_clients({ bufnr = buf, name = "infill-ls" })[1] or {}).initialized do
-        assert(waited < 30000, "the server did not attach")
-        sleep(20)
-        waited = waited + 20
-      end
-      sleep(50)
-      report.after_attach = vim.deepcopy(report.calls)
-      report.cmd = vim.lsp.get_clients({ bufnr = buf, name = "infill-ls" })[1].config.cmd
-      keys("ix<Tab>")           -- nothing to accept: a real Tab
-      sleep(50)
-      report.line_after_plain_tab = vim.api.nvim_get_current_line()
-      accept_result = true
-      keys("<Tab>")             -- a suggestion: get() takes it, no Tab inserted
-      sleep(50)
-      report.line_after_accept = vim.api.nvim_get_current_line()
-      keys("<M-]><M-[><Esc>")
-      local waited_keys = 0  -- a busy machine may take longer than a fixed pause to run the mappings
-      while #report.calls < 5 and waited_keys < 3000 do
-        sleep(20)
-        waited_keys = waited_keys + 20
-      end
-    end)
-    if not ok then report.error = tostring(err) end
-    finish(ok and 0 or 1)
-  end)()
+  h.run(function()
+    h.wait_for("the server to attach", function()
+      return (vim.lsp.get_clients({ bufnr = buf, name = "infill-ls" })[1] or {}).initialized
+    end, 30000)
+    sleep(50)
+    report.after_attach = vim.deepcopy(report.calls)
+    report.cmd = vim.lsp.get_clients({ bufnr = buf, name = "infill-ls" })[1].config.cmd
+    keys("ix<Tab>")           -- nothing to accept: a real Tab
+    sleep(50)
+    report.line_after_plain_tab = vim.api.nvim_get_current_line()
+    accept_result = true
+    keys("<Tab>")             -- a suggestion: get() takes it, no Tab inserted
+    sleep(50)
+    report.line_after_accept = vim.api.nvim_get_current_line()
+    keys("<M-]><M-[><Esc>")
+    local waited_keys = 0  -- a busy machine may take longer than a fixed pause to run the mappings
+    while #report.calls < 5 and waited_keys < 3000 do
+      sleep(20)
+      waited_keys = waited_keys + 20
+    end
+  end)
 end)

@@ -5,19 +5,10 @@
 -- says (window/showMessage, window/logMessage), what the plugin tells the user (vim.notify) and the
 -- statusline word while the model loads; types while it loads, then waits without typing.
 local env = vim.env
-local report = { messages = {}, notes = {}, statuses = {} }
-
-local function finish(code)
-  local f = assert(io.open(env.INFILL_RESULT, "w"))
-  f:write(vim.json.encode(report))
-  f:close()
-  vim.cmd(code == 0 and "qa!" or "cq!")
-end
-
-vim.defer_fn(function()
-  report.error = "watchdog: the scenario did not finish in 100 s"
-  finish(1)
-end, 100000)
+local h = dofile(env.INFILL_REPO .. "/tests/editors/nvim_harness.lua")
+local report = h.report
+report.messages, report.notes, report.statuses = {}, {}, {}
+h.start(100000)
 
 for _, method in ipairs({ "window/showMessage", "window/logMessage" }) do
   vim.lsp.handlers[method] = function(_, params)
@@ -52,26 +43,7 @@ f:close()
 vim.cmd("edit " .. vim.fn.fnameescape(path))
 local buf = vim.api.nvim_get_current_buf()
 
-local function sleep(ms)
-  local co = coroutine.running()
-  vim.defer_fn(function() coroutine.resume(co) end, ms)
-  coroutine.yield()
-end
-
-local function wait_for(what, cond, limit_ms)
-  local waited = 0
-  while not cond() do
-    if waited > (limit_ms or 20000) then
-      error("timed out waiting for " .. what)
-    end
-    sleep(20)
-    waited = waited + 20
-  end
-end
-
-local function keys(k)
-  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes(k, true, false, true), "t", false)
-end
+local wait_for, keys = h.wait_for, h.keys
 
 local function client()
   return vim.lsp.get_clients({ bufnr = buf, name = "infill-ls" })[1]
@@ -106,10 +78,4 @@ local function scenario()
   report.model = infill.model
 end
 
-coroutine.wrap(function()
-  local ok, err = pcall(scenario)
-  if not ok then
-    report.error = tostring(err)
-  end
-  finish(ok and 0 or 1)
-end)()
+h.run(scenario)

@@ -3,19 +3,10 @@
 -- Environment: INFILL_REPO, INFILL_SERVER_CMD (JSON list), INFILL_TEST_MODEL, INFILL_WORKDIR,
 -- INFILL_RESULT (where the JSON report goes). Every wait is bounded; a watchdog quits after 90 s.
 local env = vim.env
-local report = { steps = {} }
-
-local function finish(code)
-  local f = assert(io.open(env.INFILL_RESULT, "w"))
-  f:write(vim.json.encode(report))
-  f:close()
-  vim.cmd(code == 0 and "qa!" or "cq!")
-end
-
-vim.defer_fn(function()
-  report.error = "watchdog: the scenario did not finish in 90 s"
-  finish(1)
-end, 90000)
+local h = dofile(env.INFILL_REPO .. "/tests/editors/nvim_harness.lua")
+local report = h.report
+report.steps = {}
+h.start(90000)
 
 vim.opt.rtp:prepend(env.INFILL_REPO .. "/editors/nvim")
 vim.cmd("filetype on")
@@ -43,26 +34,7 @@ vim.cmd("edit " .. vim.fn.fnameescape(path))
 local buf = vim.api.nvim_get_current_buf()
 report.filetype = vim.bo[buf].filetype
 
-local function sleep(ms)
-  local co = coroutine.running()
-  vim.defer_fn(function() coroutine.resume(co) end, ms)
-  coroutine.yield()
-end
-
-local function wait_for(what, cond, limit_ms)
-  local waited = 0
-  while not cond() do
-    if waited > (limit_ms or 20000) then
-      error("timed out waiting for " .. what)
-    end
-    sleep(20)
-    waited = waited + 20
-  end
-end
-
-local function keys(k)
-  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes(k, true, false, true), "t", false)
-end
+local sleep, wait_for, keys = h.sleep, h.wait_for, h.keys
 
 local function client()
   return vim.lsp.get_clients({ bufnr = buf, name = "infill-ls" })[1]
@@ -292,15 +264,10 @@ local function scenario()
 end
 
 vim.schedule(function()
-  coroutine.wrap(function()
-    local ok, err = pcall(scenario)
-    if not ok then
-      report.error = tostring(err)
-      report.plugin_stats = ghost.stats
-      local c = client()
-      local res = c and c:request_sync("workspace/executeCommand", { command = "infill.stats" }, 5000, buf)
-      report.server_stats = res and res.result -- e.g. served but suggestionsShown 0: the model said nothing here
-    end
-    finish(ok and 0 or 1)
-  end)()
+  h.run(scenario, function()
+    report.plugin_stats = ghost.stats
+    local c = client()
+    local res = c and c:request_sync("workspace/executeCommand", { command = "infill.stats" }, 5000, buf)
+    report.server_stats = res and res.result -- e.g. served but suggestionsShown 0: the model said nothing here
+  end)
 end)
