@@ -11,6 +11,10 @@ What runs, by step:
 | decode step: attention | compiled `DecodeAttention` (inference.decode_attention) when one query row per kv head (CodeGen, CodeGen2, XGLM, multi-head GPTBigCode), else SDPA (MQA/GQA) | `flash_attn_with_kvcache` if flash-attn imports, else SDPA | SDPA |
 | prefill (many tokens) | eager blocks + SDPA; 64 tokens or more on `prefill_threads`, under bf16 autocast for an fp32 model where the CPU has AVX512-BF16/AMX and prefill_dtype is "auto" | eager + flash or SDPA | eager + SDPA |
 
+In the server (`compile_in_background`) the model is ready with the eager column first; the
+compiled ops and attention are built on a thread of their own and swapped in between two jobs
+(inference.worker; `infill.stats` says the model's `decode`: "compiling", then "compiled").
+
 With INFILL_LS_NO_COMPILE=1 or `compile_decode=False` (one-shot commands) nothing is compiled: a
 decode step runs the eager blocks and SDPA, like a prefill. If compiling fails at the first call (no
 C++ compiler) that op falls back to eager for good. Decode threads: INFILL_LS_THREADS, else every
@@ -56,14 +60,17 @@ class Acceleration:
     decode_threads: int | None = None  # torch threads the worker decodes on (None: leave torch's setting)
     prefill_threads: int | None = None  # torch threads for a long prefill (None: the decode threads)
     prefill_autocast: torch.dtype | None = None  # a long prefill runs under autocast to this dtype
+    # the compiled ops/attention run eager (SDPA) until the worker has built them on a thread of their
+    # own and swapped them in between jobs: the model is ready without waiting for a compile
+    compile_in_background: bool = False
 
     def decode_ops(self, act):
         """The block ops for one-token steps, or None: the eager ops (what a prefill runs)."""
-        return compiled_decode_ops(act) if self.compiled_decode_ops else None
+        return compiled_decode_ops(act, deferred=self.compile_in_background) if self.compiled_decode_ops else None
 
     def decode_attention(self) -> DecodeAttention | None:
         """The compiled one-token attention, or None: SDPA."""
-        return DecodeAttention() if self.compiled_decode_attention else None
+        return DecodeAttention(deferred=self.compile_in_background) if self.compiled_decode_attention else None
 
     def check(self, device: torch.device, dtype: torch.dtype) -> None:
         """ValueError when this choice cannot run a model on `device` in `dtype`."""
@@ -72,10 +79,13 @@ class Acceleration:
 
 
 def choose(device: torch.device, dtype: torch.dtype, env: Mapping[str, str] | None = None, *,
-           compile_decode: bool = True, prefill_dtype: str = "auto") -> Acceleration:
+           compile_decode: bool = True, prefill_dtype: str = "auto",
+           compile_in_background: bool = False) -> Acceleration:
     """The choice for a model on `device` in `dtype` (see the module's table). `env`: the environment
     to read (default os.environ); `compile_decode=False`: nothing compiled (one-shot commands);
-    `prefill_dtype`: "auto" (bf16 prefill autocast where it pays) or "model"."""
+    `prefill_dtype`: "auto" (bf16 prefill autocast where it pays) or "model";
+    `compile_in_background` (the server's worker): what is compiled is built off the request path,
+    eager until then (inference.worker)."""
     env = os.environ if env is None else env
     device = torch.device(device)
     compiled = (compile_decode and compiling_allowed(env) and device.type == "cpu"
@@ -83,7 +93,8 @@ def choose(device: torch.device, dtype: torch.dtype, env: Mapping[str, str] | No
     return Acceleration(compiled_decode_ops=compiled, compiled_decode_attention=compiled,
                         flash=flash_available(device, dtype), decode_threads=inference_threads(env),
                         prefill_threads=prefill_threads(env),
-                        prefill_autocast=prefill_autocast_for(device, dtype, prefill_dtype))
+                        prefill_autocast=prefill_autocast_for(device, dtype, prefill_dtype),
+                        compile_in_background=compiled and compile_in_background)
 
 
 def compiling_allowed(env: Mapping[str, str] | None = None) -> bool:

@@ -105,10 +105,15 @@ class _CompiledOrEager:
     constants differ from the compiled one gets a graph of its own.
     """
 
-    def __init__(self, fn, eager, name):
-        """fn(lin, *args): the op written against a GEMV `lin(x, w, b)`; eager(*args): its eager build."""
+    def __init__(self, fn, eager, name, deferred: bool = False):
+        """fn(lin, *args): the op written against a GEMV `lin(x, w, b)`; eager(*args): its eager build.
+        `deferred`: a call never compiles; it runs eager until `prepare` (another thread) has built the
+        graph and `swap` (the thread that runs the model, between jobs) has put it in."""
         self.fn, self.eager, self.name = fn, eager, name
         self.compiled: dict | None = {}  # signature -> compiled callable; None once compiling failed
+        self.deferred = deferred
+        self.pending: dict = {}  # built by prepare, not yet swapped in
+        self.failed: Exception | None = None  # prepare's compile failure, made final by swap
 
     def __call__(self, *args):
         if self.compiled is not None:
@@ -119,13 +124,48 @@ class _CompiledOrEager:
                 self.compiled = None
         return self.eager(*args)
 
+    @staticmethod
+    def _key(args):
+        return tuple((a.shape, a.dtype) if isinstance(a, torch.Tensor) else a for a in args)
+
     def _run(self, args):
-        key = tuple((a.shape, a.dtype) if isinstance(a, torch.Tensor) else a for a in args)
+        key = self._key(args)
         fn = self.compiled.get(key)
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
         if fn is None:
+            if self.deferred:
+                return self.eager(*args)
             fn = self.compiled[key] = self._compile(args, tensors)
         return fn(*tensors)
+
+    def prepare(self, *args):
+        """Compile for these arguments into `pending` (not yet used by calls) and return the compiled
+        result; on a compiler failure remember it (swap makes it final) and return the eager result."""
+        if self.failed is None and self.compiled is not None:
+            key = self._key(args)
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            try:
+                fn = self.pending.get(key) or self.compiled.get(key)
+                if fn is None:
+                    fn = self.pending[key] = self._compile(args, tensors)
+                return fn(*tensors)
+            except Exception as e:  # noqa: BLE001 - any compiler problem means "use the eager path"
+                self.failed = e
+        return self.eager(*args)
+
+    def swap(self) -> bool:
+        """Put the prepared graphs in (call on the thread that runs the model, between its jobs); from
+        then on a call with a new signature compiles at that call, as without deferral. False: compiling
+        failed and the op stays eager for good."""
+        self.deferred = False
+        if self.failed is not None or self.compiled is None:
+            if self.failed is not None:
+                log.warning("compiling decode op %s failed (%s); using eager", self.name, self.failed)
+            self.compiled = None
+            return False
+        self.compiled.update(self.pending)
+        self.pending = {}
+        return True
 
     def _compile(self, args, tensors):
         import torch._inductor
@@ -153,10 +193,16 @@ class _CompiledOrEager:
         return lambda *ts: pytree.tree_unflatten(list(compiled(*ts)[:tree.num_leaves]), tree)
 
 
-def compiled_decode_ops(act) -> SimpleNamespace:
-    """Ops for one-token steps on CPU (see the module docstring); each compiles at its first call."""
+def compiled_decode_ops(act, deferred: bool = False) -> SimpleNamespace:
+    """Ops for one-token steps on CPU (see the module docstring); each compiles at its first call, or
+    with `deferred` runs eager until built in the background (`preparing`) and swapped in."""
     eager = eager_ops(act)
-    return SimpleNamespace(**{name: _CompiledOrEager(fn, getattr(eager, name), name)
+    return SimpleNamespace(**{name: _CompiledOrEager(fn, getattr(eager, name), name, deferred)
                               for name, fn in ops_taking_lin(act).items()})
+
+
+def preparing(ops: SimpleNamespace) -> SimpleNamespace:
+    """The same ops, each call compiling into `pending` (a background build's forward pass)."""
+    return SimpleNamespace(**{name: op.prepare for name, op in vars(ops).items()})
 
 

@@ -32,18 +32,56 @@ def one_row_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
 class DecodeAttention:
     """Compiled `one_row_attention`, one build per (dtype, heads, head dim, scale)."""
 
-    def __init__(self) -> None:
+    def __init__(self, deferred: bool = False) -> None:
+        """`deferred`: a call never compiles (SDPA until `prepare`, on another thread, has built the
+        kernel and `swap`, on the thread that runs the model, has put it in; see blocks._CompiledOrEager)."""
         self.compiled: dict | None = {}  # None once compiling failed
+        self.deferred = deferred
+        self.pending: dict = {}
+        self.failed: Exception | None = None
+
+    @staticmethod
+    def _usable(k: torch.Tensor, v: torch.Tensor) -> bool:
+        return k.stride() == v.stride() and k.stride(2) == 1 and k.stride(1) == k.shape[2]
+
+    def prepare(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor | None:
+        """Build the kernel for these shapes into `pending` and return its result (None: SDPA)."""
+        if self.failed is not None or self.compiled is None or not self._usable(k, v):
+            return None
+        key = (q.dtype, k.shape[0], k.shape[2], scale)
+        try:
+            fn = self.pending.get(key) or self.compiled.get(key)
+            if fn is None:
+                fn = self.pending[key] = _compile(q.dtype, k.shape[0], k.shape[2], scale)
+            out = fn(q, k, v)
+        except Exception as e:  # noqa: BLE001 - any compiler problem means "use SDPA"
+            self.failed = e
+            return None
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+    def swap(self) -> bool:
+        """Put the prepared kernels in (between jobs, on the model's thread); False: SDPA for good."""
+        self.deferred = False
+        if self.failed is not None or self.compiled is None:
+            if self.failed is not None:
+                log.warning("compiling the decode attention failed (%s); using SDPA", self.failed)
+            self.compiled = None
+            return False
+        self.compiled.update(self.pending)
+        self.pending = {}
+        return True
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor | None:
         """q (Hk, 1, D) contiguous; k, v (Hk, S, D) views with the last two dims dense and the same
         strides (the cache's layout). None: not available here, use SDPA."""
-        if self.compiled is None or k.stride() != v.stride() or k.stride(2) != 1 or k.stride(1) != k.shape[2]:
+        if self.compiled is None or not self._usable(k, v):
             return None
         key = (q.dtype, k.shape[0], k.shape[2], scale)
         try:
             fn = self.compiled.get(key)
             if fn is None:
+                if self.deferred:
+                    return None
                 fn = self.compiled[key] = _compile(q.dtype, k.shape[0], k.shape[2], scale)
             out = fn(q, k, v)
         except Exception as e:  # noqa: BLE001 - any compiler problem means "use SDPA"

@@ -181,16 +181,18 @@ def pick_device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
 
 def load_model(source=None, device="cpu", dtype="auto", family: str | None = None,
                compile_decode: bool = True, prefill_dtype: str = "model",
-               acceleration: Acceleration | None = None) -> LanguageModel:
+               acceleration: Acceleration | None = None, compile_in_background: bool = False) -> LanguageModel:
     """Load a checkpoint folder (or hub id) for the engine. What runs is `acceleration`, by default
     inference.acceleration.choose(device, dtype, compile_decode=, prefill_dtype=) (kept as
     `lm.acceleration`). `compile_decode`: on CPU, one-token steps use compiled ops, which pay a few
     seconds of compiling on the first decode; a one-shot caller (`infill-ls complete`) turns it off.
     `prefill_dtype`: "model" (long prefills in the model's dtype) or "auto" (the server's choice:
-    bf16 autocast where it pays)."""
+    bf16 autocast where it pays). `compile_in_background`: the compiled ops wait to be built and
+    swapped in by the caller (the server's worker), eager until then."""
     dev, dt = pick_device_dtype(device, dtype)
     try:
-        acc = acceleration or choose(dev, dt, compile_decode=compile_decode, prefill_dtype=prefill_dtype)
+        acc = acceleration or choose(dev, dt, compile_decode=compile_decode, prefill_dtype=prefill_dtype,
+                                     compile_in_background=compile_in_background)
         acc.check(dev, dt)
     except ValueError as e:
         raise ModelError(str(e)) from None

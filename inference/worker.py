@@ -11,6 +11,7 @@ its next decode step. An exception in a job fails that job's future only; the wo
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -45,6 +46,11 @@ class InferenceWorker:
         self.model_generation = 0  # bumped by every load
         self.busy_since: float | None = None
         self._snapshot = {"kvCacheBytes": 0, "kvSessions": 0}
+        # what runs a decode step now: "eager", "compiling" (eager while the compiled ops are built on
+        # a thread of their own), "compiled", or None (no model)
+        self.decode: str | None = None
+        self.compiled_swap: Future | None = None  # resolves when the background build is swapped in
+        self._compile_thread: threading.Thread | None = None
         self._thread.start()
 
     # -- API (any thread)
@@ -82,7 +88,11 @@ class InferenceWorker:
             return
         self._closed = True
         self._queue.put(None)
+        start = time.monotonic()
         self._thread.join(timeout)
+        builder = self._compile_thread
+        if builder is not None:  # a torch op still running on a thread at interpreter exit aborts
+            builder.join(max(0.1, timeout - (time.monotonic() - start)))
 
     # -- worker thread
     def _submit(self, kind: str, arg) -> Future:
@@ -140,25 +150,78 @@ class InferenceWorker:
             from inference.engine import Engine as engine_factory
         self.engine = None  # free the old model's memory before loading the new one
         self.lm = None
+        self.decode = None
         self.model_generation += 1
         set_inference_threads()
-        one_shot = {"compile_decode": False} if spec.one_shot else {}
+        t0 = time.perf_counter()
+        one_shot = {"compile_decode": False} if spec.one_shot else {"compile_in_background": True}
         lm = load_model(spec.source, device=resolve_device(spec.device), dtype=spec.dtype,
                         prefill_dtype=spec.prefill_dtype, **one_shot)
         # load_model chose what runs (inference.acceleration) and built the model with it; the engine
         # takes its prefill threads and autocast from the same choice
         engine = engine_factory(lm, kv_budget_bytes=kv_budget_for(lm, spec.kv_budget_bytes),
                                 acceleration=lm.acceleration)
+        t1 = time.perf_counter()
         if not spec.one_shot:
             _warm_up(engine, lm)
+        t2 = time.perf_counter()
+        log.debug("load: model %.3f s, warm-up %.3f s", t1 - t0, t2 - t1)
         self.engine = engine
         self.lm = lm
+        acc = getattr(lm, "acceleration", None)
+        if acc is not None and acc.compile_in_background:
+            self.decode = "compiling"
+            self.compiled_swap = Future()
+            self._compile_thread = threading.Thread(target=self._build_compiled, args=(lm, self.model_generation),
+                                                    name="infill-compile", daemon=True)
+            self._compile_thread.start()
+        else:
+            self.decode = "compiled" if acc is not None and acc.compiled_decode_ops else "eager"
         return lm.info()
 
     def _do_unload(self, _):
         self.engine = None
         self.lm = None
+        self.decode = None
         self.model_generation += 1
+
+    # -- the compiled decode ops, built off the request path
+    def _build_compiled(self, lm, generation: int) -> None:
+        """On a thread of its own (niced): one short forward pass of `lm` through the ops' `prepare`,
+        which compiles every decode op and the decode attention (inductor's disk cache makes that a
+        read after the first start) without their calls using it yet; then a swap job on the worker
+        thread puts them in between two jobs. Requests meanwhile decode eagerly."""
+        swap = self.compiled_swap
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
+        t0 = time.perf_counter()
+        try:
+            _prepare_compiled(lm)
+        except Exception:  # noqa: BLE001 - the swap makes each op's failure final (eager for good)
+            log.exception("building the compiled decode ops failed")
+        log.debug("compiled decode ops built in %.3f s", time.perf_counter() - t0)
+        if self._closed or generation != self.model_generation:
+            swap.set_result(False)
+            return
+        self._submit("swap", (lm, generation, swap))
+
+    def _do_swap(self, arg) -> bool:
+        lm, generation, swap = arg
+        ok = False
+        try:
+            if lm is self.lm and generation == self.model_generation:
+                model = lm.model
+                ok = all([op.swap() for op in vars(model.decode_ops).values()]) if model.decode_ops else True
+                attention = getattr(model, "decode_attention", None)
+                if attention is not None:
+                    attention.swap()
+                self.decode = "compiled" if ok else "eager"
+                log.info("decode ops: %s", "compiled (swapped in)" if ok else "eager (compiling failed)")
+        finally:
+            swap.set_result(ok)
+        return ok
 
     def _do_generate(self, job: GenerationJob):
         if job.cancel.is_set():
@@ -234,6 +297,35 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _prepare_compiled(lm) -> None:
+    """A forward pass over a few tokens and one decode step of `lm` through the deferred ops'
+    `prepare` (compiles them into `pending`; the model's own calls keep running eager meanwhile)."""
+    import copy
+    from dataclasses import replace as replace_spec
+
+    import torch
+
+    from .blocks import preparing
+    from .kv_cache import SessionKV
+
+    model = lm.model
+    view = copy.copy(model)  # the same weights, with preparing ops
+    if model.decode_ops is not None:
+        view.decode_ops = preparing(model.decode_ops)
+    attention = getattr(model, "decode_attention", None)
+    spec = replace_spec(lm.kv_spec(), decode=attention.prepare if attention is not None else None)
+    first = (list(getattr(lm, "bos_ids", [])) or list(lm.eos_token_ids[:1]) or [0])[:1]
+    ids = (first + lm.encode_plain("import os\n" * 4))[:8]
+    with torch.inference_mode():
+        kv = SessionKV(spec)
+        kv.reserve(len(ids) + 1)
+        view.forward(torch.tensor(ids, dtype=torch.long, device=lm.device), kv)
+        kv.advance(ids)
+        hidden = view.forward(torch.tensor(ids[-1:], dtype=torch.long, device=lm.device), kv)
+        kv.advance(ids[-1:])
+        view.logits(hidden[-1:])
 
 
 def _warm_up(engine, lm) -> None:

@@ -189,6 +189,8 @@ class InfillServer(LanguageServer):
         out = self.stats.to_json()
         out.update(self.worker.snapshot())
         out["model"] = self.model.to_json()
+        # what runs a decode step: "eager", "compiling" (eager until the compiled ops are swapped in), "compiled"
+        out["model"]["decode"] = getattr(self.worker, "decode", None) if self.model.ready else None
         out["openDocuments"] = len(self.docs)
         out["positionEncoding"] = self.encoding
         return out
