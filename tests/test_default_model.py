@@ -143,10 +143,12 @@ NOT_YET = {"second attribute", "return the result"}
 
 
 @pytest.fixture(scope="module")
-def server_pipeline(lm):
+def server_pipeline():
     from bench.quality import ServerPipeline
 
-    return ServerPipeline(lm)
+    pipe = ServerPipeline(None)  # the shipped model, loaded as the server loads it
+    yield pipe
+    pipe.close()
 
 
 @pytest.mark.parametrize("name", sorted(OBVIOUS))
