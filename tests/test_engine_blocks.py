@@ -15,6 +15,11 @@ from inference.loader import load_model
 from tests import checkpoints as ck
 
 
+def compiled_choice(dtype):
+    """The server's CPU choice (compiled decode), whatever the suite's INFILL_LS_NO_COMPILE says."""
+    return choose(torch.device("cpu"), dtype, env={})
+
+
 def test_rowwise_linear_equals_linear():
     torch.manual_seed(0)
     x, w, b = torch.randn(1, 96), torch.randn(40, 96), torch.randn(40)
@@ -68,13 +73,12 @@ def _step_logits(lm, prompt: list[int], tokens: list[int]) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("make", [ck.make_gpt_bigcode, ck.make_codegen])
-def test_compiled_fp32_decode_matches_eager(tmp_path, monkeypatch, make):
+def test_compiled_fp32_decode_matches_eager(tmp_path, make):
     """Really compiles (the suite otherwise runs with INFILL_LS_NO_COMPILE=1): an fp32 model loaded the
     way the server loads it decodes with compiled ops (and, multi-head CodeGen, the compiled decode
     attention), its logits within 1e-4 of the eager model's at every step and its greedy tokens identical."""
-    monkeypatch.delenv("INFILL_LS_NO_COMPILE", raising=False)
     folder = make(tmp_path / "m", seed=5)
-    compiled = load_model(folder, dtype="float32")
+    compiled = load_model(folder, dtype="float32", acceleration=compiled_choice(torch.float32))
     eager = load_model(folder, dtype="float32", compile_decode=False)
     assert compiled.model.decode_ops is not None and eager.model.decode_ops is None
     ids = compiled.encode("def fibonacci(n):\n    if n < 2:")
@@ -90,12 +94,11 @@ def test_compiled_fp32_decode_matches_eager(tmp_path, monkeypatch, make):
     assert torch.allclose(la, lb, atol=1e-4, rtol=1e-4), (la - lb).abs().max()
 
 
-def test_compiled_bf16_decode_tracks_fp32_like_eager_bf16(tmp_path, monkeypatch):
+def test_compiled_bf16_decode_tracks_fp32_like_eager_bf16(tmp_path):
     """The compiled bf16 build (CodeGen's parallel block; every GEMV input stored by its graph) stays as
     close to the fp32 model as the eager bf16 build does, at every one-token step."""
-    monkeypatch.delenv("INFILL_LS_NO_COMPILE", raising=False)
     folder = ck.make_codegen(tmp_path / "m", seed=7)
-    compiled = load_model(folder, dtype="bfloat16")
+    compiled = load_model(folder, dtype="bfloat16", acceleration=compiled_choice(torch.bfloat16))
     eager = load_model(folder, dtype="bfloat16", compile_decode=False)
     exact = load_model(folder, dtype="float32", compile_decode=False)
     ids = exact.encode("def fibonacci(n):\n    if n < 2:")
