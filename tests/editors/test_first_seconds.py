@@ -24,9 +24,11 @@ def user_env(work: Path) -> dict:
     """The environment of a user who installed infill-ls: its bin folder on PATH."""
     bin_dir = str(Path(PYTHON).parent)
     env = dict(os.environ, INFILL_REPO=str(REPO), INFILL_WORKDIR=str(work), INFILL_RESULT=str(work / "result.json"))
-    # the server as users run it: compiled decode, so the model takes seconds to get ready (typing the
-    # line takes well under one), and the keys typed meanwhile are answered while it loads
+    # the server as users run it (compiled decode), with a model load 4 s slower (slow_load/), so the
+    # keys are typed, and answered, while it loads
     env.pop("INFILL_LS_NO_COMPILE", None)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE / "slow_load"), env.get("PYTHONPATH")) if p)
+    env["INFILL_TEST_LOAD_DELAY_S"] = "4"
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     return env
 
