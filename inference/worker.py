@@ -19,7 +19,6 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Callable
 
-from .acceleration import inference_threads, prefill_threads
 from .api import GenerationJob, GenerationParams, ModelError, ModelInfo, ModelSpec
 
 __all__ = ["GenerationJob", "InferenceWorker", "ModelSpec", "WorkerClosed", "inference_threads", "prefill_threads"]
@@ -104,6 +103,10 @@ class InferenceWorker:
         return fut
 
     def _run(self) -> None:
+        # torch takes a second or more to import: start on it at once, on this thread, while the
+        # server answers `initialize` on its own (importing the worker module does not import torch)
+        import torch  # noqa: F401
+
         while True:
             item = self._queue.get()
             if item is None:
@@ -266,8 +269,20 @@ class InferenceWorker:
         return [] if self.engine is None else self.engine.session_tokens(session)
 
 
+def __getattr__(name: str):
+    """inference_threads / prefill_threads, re-exported lazily: importing the worker (the server does,
+    before it answers `initialize`) must not import torch, which takes a second or more."""
+    if name in ("inference_threads", "prefill_threads"):
+        from . import acceleration
+
+        return getattr(acceleration, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def set_inference_threads() -> None:
     import torch
+
+    from .acceleration import inference_threads
 
     n = inference_threads()
     if torch.get_num_threads() != n:
