@@ -92,6 +92,7 @@ class LlamaServerClient:
         self._lock = threading.Lock()
         self._closed = False
         self.last_timings: dict = {}  # llama-server's `timings` of the last finished job
+        self._eos: tuple[int, ...] = ()  # the loaded model's EOS ids: with the job's stop ids, what ends it
 
     # -- EngineClient
     def load(self, spec: ModelSpec) -> Future:
@@ -157,6 +158,7 @@ class LlamaServerClient:
             raise EngineError(f"{self.endpoint}/props: no context length (n_ctx) in the answer", "malformed")
         self.n_slots = max(1, int(props.get("total_slots") or 1))
         info = model_info(spec.source, n_ctx)
+        self._eos = info.eos_token_ids
         with self._lock:
             self._slots.clear()
         self.model_generation += 1
@@ -185,7 +187,7 @@ class LlamaServerClient:
         t0 = time.perf_counter()
         deadline = None if p.time_limit_s is None else time.monotonic() + p.time_limit_s
         slot = self._slot_for(job.session)
-        stops = set(p.stop_token_ids)
+        stops = set(self._eos) | set(p.stop_token_ids)  # as the local engine (the server also ends at its EOG tokens)
         generated: list[int] = []
         timings: dict = {}
         reason = "max_tokens"
@@ -213,7 +215,7 @@ class LlamaServerClient:
         check). Returns (stop reason, the server's timings when it finished the task itself)."""
         p = job.params
         body = {"prompt": prompt, "n_predict": n_predict, "stream": True, "cache_prompt": True,
-                "return_tokens": True, "id_slot": slot, "ignore_eos": False}
+                "return_tokens": True, "id_slot": slot}
         if p.temperature <= 0:
             body.update(temperature=0.0, top_k=1, samplers=["top_k"])
         else:
