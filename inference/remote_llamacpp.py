@@ -215,7 +215,8 @@ class LlamaServerClient:
         check). Returns (stop reason, the server's timings when it finished the task itself)."""
         p = job.params
         body = {"prompt": prompt, "n_predict": n_predict, "stream": True, "cache_prompt": True,
-                "return_tokens": True, "id_slot": slot}
+                "return_tokens": True, "id_slot": slot,
+                "timings_per_token": True}  # the prompt figures come with the first token, kept on an early stop
         if p.temperature <= 0:
             body.update(temperature=0.0, top_k=1, samplers=["top_k"])
         else:
@@ -237,6 +238,7 @@ class LlamaServerClient:
                         raise _http_error(url, response)
                     if job.cancel.is_set():
                         return "cancelled", {}
+                    timings: dict = {}
                     for line in response.iter_lines():
                         if not line.startswith("data:"):
                             continue
@@ -244,25 +246,26 @@ class LlamaServerClient:
                         if "error" in chunk:
                             raise EngineError(f"{url}: the server reported an error: {str(chunk['error'])[:200]}",
                                               "server error")
+                        timings = chunk.get("timings") or timings
                         for tok in chunk.get("tokens") or ():
                             if tok in stops:
-                                return "eos", chunk.get("timings") or {}
+                                return "eos", timings
                             generated.append(int(tok))
                             if job.stop_check is not None and job.stop_check(generated):
                                 job.stopped_early = True
-                                return "eos", {}
+                                return "eos", timings
                         decoded = int(chunk.get("tokens_predicted") or decoded)
                         if chunk.get("stop"):
                             stop_type = chunk.get("stop_type")
                             if decoded > len(generated) and stop_type != "eos":
                                 log.debug("llama-server: %d tokens not streamed", decoded - len(generated))
-                            return ("eos" if stop_type == "eos" else "max_tokens"), chunk.get("timings") or {}
+                            return ("eos" if stop_type == "eos" else "max_tokens"), timings
                         if job.cancel.is_set():
-                            return "cancelled", {}
+                            return "cancelled", timings
                         if deadline is not None and time.monotonic() > deadline:
-                            return "time", {}
+                            return "time", timings
                     if job.cancel.is_set():
-                        return "cancelled", {}
+                        return "cancelled", timings
                     raise EngineError(f"{url}: the stream ended before the answer did", "reset")
                 finally:
                     with self._lock:
