@@ -20,7 +20,7 @@ from typing import Callable, Protocol
 from .fim import FimFormat
 
 __all__ = ["EngineClient", "FimFormat", "GenerationJob", "GenerationParams", "GenerationResult",
-           "ModelError", "ModelInfo", "ModelSpec", "in_process_engine"]
+           "ModelError", "ModelInfo", "ModelSpec", "in_process_engine", "remote_engine"]
 
 
 class ModelError(Exception):
@@ -127,3 +127,13 @@ def in_process_engine() -> EngineClient:
     from .worker import InferenceWorker
 
     return InferenceWorker()
+
+
+def remote_engine(backend: str, endpoint: str) -> EngineClient:
+    """The client of an engine in another process: "llama.cpp" (llama-server) at `endpoint` (torch-free).
+    Its failures are ModelErrors with a `kind` ("unreachable", "reset", "http 5xx", "malformed"...)."""
+    if backend == "llama.cpp":
+        from .remote_llamacpp import LlamaServerClient
+
+        return LlamaServerClient(endpoint)
+    raise ModelError(f"unknown backend {backend!r} (use local or llama.cpp)")

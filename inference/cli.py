@@ -1,6 +1,6 @@
 """`infill-ls convert`: SRC checkpoint folder -> DST folder with model.safetensors (+ config and
-tokenizer files). User errors print one line and exit with status 2. (`infill-ls complete` runs the
-server's pipeline: lsp_server.complete.)
+tokenizer files), or `--gguf OUT.gguf` for llama-server (inference.gguf_export). User errors print
+one line and exit with status 2. (`infill-ls complete` runs the server's pipeline: lsp_server.complete.)
 """
 
 from __future__ import annotations
@@ -28,10 +28,23 @@ class _Parser(argparse.ArgumentParser):
 
 
 def run_convert(argv: list[str]) -> int:
-    p = _Parser(prog="infill-ls convert", description="Write a safetensors copy of a checkpoint folder.")
-    p.add_argument("src", help="checkpoint folder (pytorch_model.bin or safetensors)")
-    p.add_argument("dst", help="new folder to write")
+    p = _Parser(prog="infill-ls convert", description="Write a safetensors copy of a checkpoint folder, "
+                "or (--gguf) a GGUF file for llama.cpp's llama-server.")
+    p.add_argument("src", help="checkpoint folder (pytorch_model.bin or safetensors); 'default': the shipped model")
+    p.add_argument("dst", nargs="?", help="new folder to write (not with --gguf)")
+    p.add_argument("--gguf", metavar="OUT.gguf", help="write a GGUF file instead (gpt_bigcode models)")
+    p.add_argument("--outtype", choices=("f32", "bf16", "q8_0"), default="f32", help="GGUF weight type")
     args = p.parse_args(argv)
+    if args.gguf:
+        if args.dst:
+            raise UsageError("infill-ls convert: give either DST or --gguf, not both")
+        from .gguf_export import export_gguf
+
+        out = export_gguf(None if args.src == "default" else args.src, args.gguf, args.outtype)
+        print(f"wrote {out} ({args.outtype})", file=sys.stderr)
+        return 0
+    if not args.dst:
+        raise UsageError("infill-ls convert: DST (a new folder) or --gguf OUT.gguf is required")
     from safetensors.torch import save_file
 
     from .loader import read_config, resolve_source
@@ -73,7 +86,7 @@ def run_convert(argv: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] != "convert":
-        print("usage: infill-ls convert SRC DST", file=sys.stderr)
+        print("usage: infill-ls convert SRC DST | infill-ls convert SRC --gguf OUT.gguf", file=sys.stderr)
         return 2
     try:
         return run_convert(list(argv[1:]))

@@ -7,7 +7,6 @@ The family is detected from config.json's model_type and the tokenizer's special
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 
 from .acceleration import Acceleration, choose
 from .api import ModelError, ModelInfo
+from .checkpoint_config import bos_ids, detect_family, eos_token_ids, read_config
 from .fim import FimFormat, fim_format
 from .kv_cache import KVSpec, SessionKV
 from .models import MODEL_CLASSES
@@ -46,9 +46,8 @@ class LanguageModel:
         self.path = path
         self.max_context: int = model.max_positions
         self.fim: FimFormat | None = fim_format(family, tokenizer)
-        self.eos_token_ids: tuple[int, ...] = self._eos_ids()
-        # XGLM's reference tokenizer puts </s> before every sequence; the others add nothing.
-        self.bos_ids: list[int] = [tokenizer.token_to_id("</s>")] if family == "xglm" else []
+        self.eos_token_ids: tuple[int, ...] = eos_token_ids(family, tokenizer, config)
+        self.bos_ids: list[int] = bos_ids(family, tokenizer)
 
     def info(self) -> ModelInfo:
         """The model as the editor side sees it (inference.api): data only, no weights."""
@@ -67,15 +66,6 @@ class LanguageModel:
         kv.reserve(len(ids))
         hidden = self.model.forward(torch.tensor(ids, device=self.device), kv)
         return self.model.logits(hidden)
-
-    def _eos_ids(self) -> tuple[int, ...]:
-        tok = self.tokenizer
-        names = {"xglm": ("</s>",), "codegen2": ("<|endoftext|>", "<eom>")}.get(self.family, ("<|endoftext|>",))
-        ids = [tok.token_to_id(n) for n in names if tok.token_to_id(n) is not None]
-        if not ids:  # fall back to the config (CodeGen2's config eos is a plain token, hence last)
-            eos = self.config.get("eos_token_id")
-            ids = [e for e in (eos if isinstance(eos, list) else [eos]) if isinstance(e, int)]
-        return tuple(dict.fromkeys(ids))
 
     def encode(self, text: str) -> list[int]:
         """Plain text -> ids. Special-token strings in the text are encoded as text, not as specials."""
@@ -131,32 +121,6 @@ def _from_hub(repo_id: str) -> Path:
                          f"failed ({type(e).__name__}); when online run `hf download {repo_id}` "
                          "or pass a folder holding its files") from None
     return folder
-
-
-def read_config(folder: Path) -> dict:
-    path = folder / "config.json"
-    if not path.is_file():
-        raise ModelError(f"{path}: no config.json in the model folder")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(cfg, dict):
-        raise ModelError(f"{path}: expected a JSON object")
-    return cfg
-
-
-def detect_family(cfg: dict, tokenizer, folder: Path) -> str:
-    model_type = cfg.get("model_type")
-    if model_type == "gpt_bigcode":
-        return "santacoder" if tokenizer.token_to_id("<fim-prefix>") is not None else "gpt_bigcode"
-    if model_type == "codegen":
-        codegen2 = tokenizer.token_to_id("<mask_1>") is not None or tokenizer.token_to_id("<eom>") is not None
-        return "codegen2" if codegen2 else "codegen"
-    if model_type == "xglm":
-        return "xglm"
-    raise ModelError(f"{folder / 'config.json'}: unsupported model_type {model_type!r} "
-                     "(supported: codegen, gpt_bigcode, xglm)")
 
 
 def pick_device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:

@@ -9,7 +9,7 @@ USAGE = """usage: infill-ls {serve,complete,convert} ...
 
   serve     run the language server (stdio, or --tcp HOST:PORT)
   complete  complete at a cursor (prefix, optional suffix) as the editor would show it
-  convert   write a safetensors copy of a checkpoint folder
+  convert   write a safetensors copy of a checkpoint folder, or a GGUF file (--gguf)
 """
 
 

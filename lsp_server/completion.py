@@ -288,7 +288,9 @@ async def _model_answers(server, ticket, place: Place, plan: Plan, request_id: i
 async def _wait(server, uri: str, job: GenerationJob, future, wait_s: float) -> GenerationResult | None:
     """The engine's answer to `job`, within `wait_s`; None (counted, logged) on a timeout or a failure."""
     try:
-        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), wait_s)
+        result = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), wait_s)
+        server.engine_answered()
+        return result
     except asyncio.TimeoutError:
         server.worker.cancel(job)
         server.stats.count("timeouts")
@@ -300,6 +302,7 @@ async def _wait(server, uri: str, job: GenerationJob, future, wait_s: float) -> 
     except Exception as e:  # noqa: BLE001 - an engine failure: this request is empty, the next works
         server.stats.count("errors")
         server.client_log.log("error", f"completion for {uri} failed in the model: {type(e).__name__}: {e}")
+        server.engine_failed(e)
     return None
 
 

@@ -16,6 +16,8 @@ LOG_LEVELS = ("error", "warning", "info", "debug", "trace")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 PREFILL_DTYPES = ("auto", "model")
+BACKENDS = ("local", "llama.cpp")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 SETTINGS_SECTIONS = ("infill", "infillLs", "infill-ls")
 
 
@@ -40,10 +42,16 @@ class Config:
     languages: tuple[str, ...] = field(default=("*",))  # languageIds enabled; "*": all
     log_level: str = "info"
     log_file: str | None = None
+    backend: str = "local"  # local: the in-process engine; llama.cpp: llama-server at `endpoint`
+    endpoint: str = "http://127.0.0.1:8080"  # a remote backend's base URL
 
     def model_key(self) -> tuple:
         """What a loaded model depends on: a change here reloads it."""
-        return (self.model, self.device, self.dtype, self.prefill_dtype, self.kv_budget_mb)
+        return (self.model, self.device, self.dtype, self.prefill_dtype, self.kv_budget_mb, *self.engine_key())
+
+    def engine_key(self) -> tuple:
+        """Which engine runs the model: ("local",) or (backend, endpoint)."""
+        return ("local",) if self.backend == "local" else (self.backend, self.endpoint)
 
     def max_new_tokens(self, multi_line: bool) -> int:
         """The token limit of a suggestion (see CursorContext.multi_line)."""
@@ -104,6 +112,33 @@ def _optional_str(v: Any):
     return None, "must be a string"
 
 
+def _endpoint(v: Any):
+    from urllib.parse import urlsplit
+
+    if isinstance(v, str):
+        try:
+            url = urlsplit(v.strip())
+            ok = url.scheme in ("http", "https") and bool(url.hostname) and (url.port or 1) > 0
+        except ValueError:
+            ok = False
+        if ok:
+            return v.strip().rstrip("/"), None
+    return None, "must be an http:// or https:// URL with a host (e.g. http://127.0.0.1:8080)"
+
+
+def clear_text_warning(config: "Config") -> str | None:
+    """A remote backend over plain http to a host that is not this machine sends the user's code in clear."""
+    from urllib.parse import urlsplit
+
+    if config.backend == "local":
+        return None
+    url = urlsplit(config.endpoint)
+    if url.scheme == "http" and (url.hostname or "") not in LOOPBACK_HOSTS:
+        return (f"infill-ls: the endpoint {config.endpoint} is plain http to another machine: your code "
+                "crosses the network in clear (use https)")
+    return None
+
+
 def _languages(v: Any):
     if isinstance(v, str):
         v = [v]
@@ -132,6 +167,8 @@ VALIDATORS = {
     "languages": _languages,
     "log_level": _choice(*LOG_LEVELS),
     "log_file": _optional_str,
+    "backend": _choice(*BACKENDS),
+    "endpoint": _endpoint,
 }
 
 DEFAULTS = Config()
@@ -180,7 +217,11 @@ def parse_config(raw: Any, base: Config = DEFAULTS) -> tuple[Config, list[str], 
                 f"using the default {_show(default)}"
             )
             changes[name] = default
-    return dataclasses.replace(base, **changes), warnings, ignored
+    config = dataclasses.replace(base, **changes)
+    clear = clear_text_warning(config)
+    if clear and ("backend" in changes or "endpoint" in changes):
+        warnings.append(clear)
+    return config, warnings, ignored
 
 
 def _show(value: Any) -> str:

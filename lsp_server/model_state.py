@@ -55,6 +55,7 @@ async def load(server, config: Config, force: bool = False) -> None:
     if key == state.key and not force:
         return
     state.key = key
+    server.use_engine(config)
     state.generation += 1
     generation = state.generation
     state.status, state.info, state.builder, state.error = "loading", None, None, None
@@ -64,7 +65,9 @@ async def load(server, config: Config, force: bool = False) -> None:
     spec = ModelSpec(config.model, config.device, config.dtype, config.kv_budget_mb * 2**20, config.prefill_dtype)
     token = f"infill-ls/load/{generation}"
     progress = await _begin_progress(server, token, f"loading {where}")
-    server.client_log.log("info", f"loading model {where} (device {config.device}, dtype {config.dtype})")
+    engine = (f"device {config.device}, dtype {config.dtype}" if config.backend == "local"
+              else f"served by {config.backend} at {config.endpoint}")
+    server.client_log.log("info", f"loading model {where} ({engine})")
     try:
         info = await asyncio.wait_for(asyncio.wrap_future(server.worker.load(spec)), LOAD_TIMEOUT_S)
     except asyncio.CancelledError:

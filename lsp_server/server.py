@@ -19,7 +19,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 from pygls.protocol.json_rpc import JsonRPCNotification, JsonRPCRequestMessage
 
-from inference.api import EngineClient, in_process_engine
+from inference.api import EngineClient, in_process_engine, remote_engine
 from lsp_server import completion, model_state, prefetch
 from lsp_server.config import DEFAULTS, Config, parse_config, to_wire
 from lsp_server.documents import DocumentStore
@@ -111,6 +111,8 @@ class InfillServer(LanguageServer):
         self.docs = DocumentStore()
         self.encoding = UTF16
         self.worker = worker or in_process_engine()
+        self._engine_key: tuple = ("local",)  # Config.engine_key() of self.worker
+        self.engine_failures: set[str] = set()  # kinds of engine failure already shown to the user
         self.model = model_state.ModelState()
         self.scheduler = RequestScheduler(DEFAULTS.rate_limit, DEFAULTS.debounce_ms)
         self.typing = TypingThrough()
@@ -151,6 +153,32 @@ class InfillServer(LanguageServer):
     def warn(self, message: str) -> None:
         self.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=message))
         self.client_log.log("warning", message)
+
+    def use_engine(self, config: Config) -> None:
+        """The engine of the configured backend: a change of backend or endpoint replaces it."""
+        key = config.engine_key()
+        if key == self._engine_key:
+            return
+        old = self.worker
+        self.worker = in_process_engine() if config.backend == "local" else remote_engine(config.backend,
+                                                                                           config.endpoint)
+        self._engine_key = key
+        self.engine_failures.clear()
+        old.shutdown(timeout=0.5)
+
+    def engine_failed(self, error: Exception) -> None:
+        """A remote engine's failure: one message per kind of failure until it answers again."""
+        kind = getattr(error, "kind", None)
+        if kind is None or kind in self.engine_failures:
+            return
+        self.engine_failures.add(kind)
+        self.warn(f"infill-ls: the {self.config.backend} engine failed: {error}. No suggestions until it "
+                  "answers again (each keystroke tries again).")
+
+    def engine_answered(self) -> None:
+        if self.engine_failures:
+            self.engine_failures.clear()
+            self.client_log.log("info", f"the {self.config.backend} engine answers again")
 
     def start_model_load(self, force: bool = False) -> None:
         task = asyncio.get_running_loop().create_task(model_state.load(self, self.config, force))
