@@ -28,6 +28,8 @@ export const SERVER_OPTION_KEYS = [
   "languages",
   "logLevel",
   "logFile",
+  "backend",
+  "endpoint",
 ] as const;
 
 /** Setting keys the extension itself uses and never sends. */
