@@ -16,85 +16,15 @@ in every file). After each document: the server's resident memory (VmRSS), then 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import queue
 import random
 import statistics
-import subprocess
 import sys
-import threading
 import time
 
+from lsp_client import LspClient  # bench/lsp_client.py (this script's folder is on sys.path)
+
 SERVER = [sys.executable, "-m", "lsp_server.cli", "serve"]
-
-
-class Client:
-    """A minimal LSP client over the server's stdio (no dependency on the server's code)."""
-
-    def __init__(self, env: dict) -> None:
-        self.proc = subprocess.Popen(SERVER, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, env=env)
-        self.answers: dict[int, queue.Queue] = {}
-        self.ids = iter(range(1, 1 << 30))
-        self.lock = threading.Lock()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        out = self.proc.stdout
-        while True:
-            length = None
-            while True:
-                line = out.readline()
-                if not line:
-                    return
-                if line in (b"\r\n", b"\n"):
-                    break
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            msg = json.loads(out.read(length))
-            if "id" in msg and "method" in msg:  # a request from the server: answer it
-                self.send({"jsonrpc": "2.0", "id": msg["id"], "result": None})
-            elif "id" in msg:
-                with self.lock:
-                    q = self.answers.get(msg["id"])
-                if q is not None:
-                    q.put(msg)
-
-    def send(self, payload: dict) -> None:
-        body = json.dumps(payload).encode()
-        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        self.proc.stdin.flush()
-
-    def notify(self, method: str, params) -> None:
-        self.send({"jsonrpc": "2.0", "method": method, "params": params})
-
-    def request(self, method: str, params, timeout: float = 120.0) -> dict:
-        msg_id = next(self.ids)
-        q: queue.Queue = queue.Queue()
-        with self.lock:
-            self.answers[msg_id] = q
-        self.send({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
-        try:
-            return q.get(timeout=timeout)
-        finally:
-            with self.lock:
-                self.answers.pop(msg_id, None)
-
-    def rss_mb(self) -> float:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def close(self) -> None:
-        try:
-            self.request("shutdown", None, timeout=10)
-            self.notify("exit", None)
-            self.proc.wait(10)
-        except Exception:  # noqa: BLE001
-            self.proc.kill()
 
 
 def documents() -> dict[str, tuple[str, str]]:
@@ -148,12 +78,12 @@ def main() -> None:
     ap.add_argument("--label", default=os.environ.get("PYTHONPATH") or "this checkout")
     args = ap.parse_args()
     env = dict(os.environ)
-    client = Client(env)
+    client = LspClient(SERVER, env)
     client.request("initialize", {"processId": os.getpid(), "capabilities": {}, "rootUri": None})
     client.notify("initialized", {})
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        st = client.request("workspace/executeCommand", {"command": "infill.stats", "arguments": []})["result"]
+        st = client.request("workspace/executeCommand", {"command": "infill.stats", "arguments": []})
         # steady state: the compiled decode swapped in (servers without `decode` have nothing to wait for)
         if st["model"]["status"] == "ready" and st["model"].get("decode") not in ("eager", "compiling"):
             break
@@ -182,7 +112,7 @@ def main() -> None:
             current = current[:offset] + typed + current[offset:]
             rows[(name, place)] = (statistics.median(times), max(times))
             print(f"| {name} | {place} | {statistics.median(times):.1f} | {max(times):.1f} | {open_ms:.0f} | "
-                  f"{client.rss_mb():.0f} |", flush=True)
+                  f"{client.rss_mb()[0]:.0f} |", flush=True)
         client.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
     base = [v for (name, _), v in rows.items() if name == "10 KB"]
     b50, bmax = statistics.mean(v[0] for v in base), statistics.mean(v[1] for v in base)

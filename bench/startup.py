@@ -14,92 +14,22 @@ Each start is a fresh process; the warm rows run after one start that fills the 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import select
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from lsp_client import LspClient  # bench/lsp_client.py (this script's folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "import os\n\n\ndef add(a, b):\n"
 
 
-class Client:
-    """A bare LSP client over the server's stdio (Content-Length framing), no library in the way."""
-
-    def __init__(self, env: dict, model: str | None):
-        self.t0 = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "lsp_server.serve"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=env.get("_CWD"))
-        self.next_id = 0
-        self.buf = b""
-        self.model = model
-
-    def send(self, msg: dict) -> None:
-        body = json.dumps(msg).encode()
-        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        self.proc.stdin.flush()
-
-    def _read_message(self, timeout: float) -> dict:
-        end = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
-        while True:
-            head, sep, rest = self.buf.partition(b"\r\n\r\n")
-            if sep:
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length")))
-                if len(rest) >= length:
-                    self.buf = rest[length:]
-                    return json.loads(rest[:length])
-            left = end - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise TimeoutError("no answer from the server")
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                raise RuntimeError("the server closed its stdout")
-            self.buf += chunk
-
-    def request(self, method: str, params, timeout: float = 120.0):
-        self.next_id += 1
-        rid = self.next_id
-        self.send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
-        while True:
-            msg = self._read_message(timeout)
-            if msg.get("id") == rid and "method" not in msg:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result")
-            if "method" in msg and "id" in msg:  # a request from the server (progress create...)
-                self.send({"jsonrpc": "2.0", "id": msg["id"], "result": None})
-
-    def notify(self, method: str, params) -> None:
-        self.send({"jsonrpc": "2.0", "method": method, "params": params})
-
-    def rss(self) -> tuple[float, float]:
-        """(VmRSS, VmHWM) of the server in MB."""
-        fields = {}
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields[key] = value
-        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-    def close(self) -> None:
-        try:
-            self.request("shutdown", None, timeout=10)
-            self.notify("exit", None)
-            self.proc.wait(10)
-        except Exception:  # noqa: BLE001
-            self.proc.kill()
-            self.proc.wait()
-
-
 def one_start(env: dict, model: str | None, deadline: float = 180.0) -> dict:
-    c = Client(env, model)
+    c = LspClient([sys.executable, "-m", "lsp_server.serve"], env, cwd=env.get("_CWD"))
     out = {}
     try:
         options = {"model": model} if model else None
@@ -136,7 +66,7 @@ def one_start(env: dict, model: str | None, deadline: float = 180.0) -> dict:
         out["compiled"] = time.monotonic() - c.t0
         out["decode_later"] = stats["model"].get("decode", "-")
         time.sleep(float(env.get("_IDLE_S", "8")))  # settle
-        out["idle_rss"], out["peak_rss"] = c.rss()
+        out["idle_rss"], out["peak_rss"] = c.rss_mb()
     finally:
         c.close()
     return out
