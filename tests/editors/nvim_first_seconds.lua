@@ -36,12 +36,7 @@ local infill = require("infill")
 local ghost = require("infill.ghost")
 infill.setup({}) -- the README's minimal setup (Neovim 0.11: the plugin's own ghost text)
 
-local path = env.INFILL_WORKDIR .. "/add.py"
-local f = assert(io.open(path, "w"))
-f:write("import os\n\n\n")
-f:close()
-vim.cmd("edit " .. vim.fn.fnameescape(path))
-local buf = vim.api.nvim_get_current_buf()
+local buf = h.edit("add.py", "import os\n\n\n")
 
 local wait_for, keys = h.wait_for, h.keys
 

@@ -26,12 +26,7 @@ infill.setup({
   implementation = "plugin",
 })
 
-local path = env.INFILL_WORKDIR .. "/add.py"
-local f = assert(io.open(path, "w"))
-f:write("import os\n\n\n")
-f:close()
-vim.cmd("edit " .. vim.fn.fnameescape(path))
-local buf = vim.api.nvim_get_current_buf()
+local buf = h.edit("add.py", "import os\n\n\n")
 report.filetype = vim.bo[buf].filetype
 
 local sleep, wait_for, keys = h.sleep, h.wait_for, h.keys

@@ -44,6 +44,16 @@ function M.keys(k)
   vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes(k, true, false, true), "t", false)
 end
 
+--- Write `text` to INFILL_WORKDIR/`name` and edit it; returns the buffer.
+function M.edit(name, text)
+  local path = vim.env.INFILL_WORKDIR .. "/" .. name
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  vim.cmd("edit " .. vim.fn.fnameescape(path))
+  return vim.api.nvim_get_current_buf()
+end
+
 --- Run `scenario` in a coroutine; an error goes into the report (after `on_error()`, if given).
 function M.run(scenario, on_error)
   coroutine.wrap(function()
