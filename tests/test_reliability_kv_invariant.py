@@ -214,6 +214,10 @@ def test_through_the_server_every_served_generation_equals_a_fresh_engines(famil
         client.initialize({"model": str(folder), "kvBudgetMb": 1, "maxNewTokensSingleLine": 6,
                            "maxNewTokensMultiLine": 6, "requestTimeoutMs": 5000})
         assert client.wait_model()["model"]["status"] == "ready"
+        # the server serves eagerly while it compiles in the background; the scenario runs once the
+        # compiled decode is swapped in (tests/test_startup.py covers the swap itself)
+        worker.compiled_swap.result(timeout=300)
+        assert client.stats()["model"]["decode"] == "compiled"
         docs = {f"file:///w/d{i}.py": [f"def f{i}(a, b):\n    x = a * {i}\n    ", 1] for i in range(DOCS)}
         for uri, (text, _) in docs.items():
             client.open(uri, text)
