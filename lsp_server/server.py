@@ -226,7 +226,14 @@ class InfillServer(LanguageServer):
 
 def build_server(worker: EngineClient | None = None) -> InfillServer:
     server = InfillServer(worker)
+    _lifecycle_features(server)
+    _completion_features(server)
+    _commands(server)
+    return server
 
+
+def _lifecycle_features(server: InfillServer) -> None:
+    """initialize, initialized, configuration changes, shutdown and exit."""
     @server.feature(types.INITIALIZE)
     def initialize(ls: InfillServer, params: types.InitializeParams):
         encoding = ServerCapabilitiesBuilder.choose_position_encoding(params.capabilities)
@@ -250,6 +257,19 @@ def build_server(worker: EngineClient | None = None) -> InfillServer:
         force = ls.model.status == "failed" and ls.model.key != ls.config.model_key()
         ls.start_model_load(force)
 
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: InfillServer, *args):
+        ls.scheduler.cancel_all()
+
+    @server.feature(types.EXIT)
+    def exit_(ls: InfillServer, *args):
+        ls.exit_code = 0 if ls.protocol._shutdown else 1  # the LSP spec: exit without shutdown -> 1
+        ls.scheduler.cancel_all()
+        ls.worker.shutdown(timeout=1.0)
+
+
+def _completion_features(server: InfillServer) -> None:
+    """inlineCompletion, completion and the infill/prefetch notification."""
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: InfillServer, params: types.InlineCompletionParams):
         ctx = params.context
@@ -277,6 +297,9 @@ def build_server(worker: EngineClient | None = None) -> InfillServer:
     async def prefetch_at(ls: InfillServer, params):
         await prefetch.prefetch(ls, params)
 
+
+def _commands(server: InfillServer) -> None:
+    """workspace/executeCommand: infill.accept and infill.stats."""
     @server.command(ACCEPT_COMMAND)
     def accept(ls: InfillServer, *args):
         ls.stats.count("accepted")
@@ -288,18 +311,6 @@ def build_server(worker: EngineClient | None = None) -> InfillServer:
         out = ls.stats_json()
         out["config"] = to_wire(ls.config)
         return out
-
-    @server.feature(types.SHUTDOWN)
-    def shutdown(ls: InfillServer, *args):
-        ls.scheduler.cancel_all()
-
-    @server.feature(types.EXIT)
-    def exit_(ls: InfillServer, *args):
-        ls.exit_code = 0 if ls.protocol._shutdown else 1  # the LSP spec: exit without shutdown -> 1
-        ls.scheduler.cancel_all()
-        ls.worker.shutdown(timeout=1.0)
-
-    return server
 
 
 async def _answer(ls: InfillServer, req: completion.Request):
