@@ -41,6 +41,11 @@ function statusItem() {
 // The inline suggestion as drawn: its first line in the cursor's line (.ghost-text-decoration), the
 // lines below in a view zone (.ghost-text). Not the "-preview" parts: VS Code's preview of what would
 // follow, which accepting does not insert.
+// The notification toasts' messages (a server's window/showMessage shows as one).
+function notifications() {
+  return [...document.querySelectorAll(".notification-list-item-message")].map((m) => m.textContent);
+}
+
 function ghostText() {
   const parts = [...document.querySelectorAll(".ghost-text-decoration, .ghost-text")];
   const text = parts.map((p) => p.textContent).join("");
@@ -106,6 +111,7 @@ async function main() {
     await waitFor(page, "ghost text while typing", ghostText, 60000);
     await new Promise((r) => setTimeout(r, 300)); // let the rest of a multi-line suggestion render
     const ghost = await page.evaluate(ghostText);
+    step("notifications_at_typing", await page.evaluate(notifications));
     step("typed", { ghost, lines: await page.evaluate(editorLines), status: await page.evaluate(statusItem) });
     await page.screenshot({ path: process.env.INFILL_SHOT });
 
@@ -151,6 +157,9 @@ async function main() {
     }, 60000);
     step("settings_file", fs.readFileSync(process.env.INFILL_SETTINGS, "utf8"));
     step("wrong_model", await page.evaluate(statusItem));
+    await waitFor(page, "the server's error as a notification", () =>
+      [...document.querySelectorAll(".notification-list-item-message")].some((m) => m.textContent.includes("/nonexistent/model-folder")), 20000);
+    step("notifications_at_the_end", await page.evaluate(notifications));
   } catch (err) {
     if (page) await page.screenshot({ path: process.env.INFILL_SHOT.replace(/\.png$/, "-failed.png") }).catch(() => {});
     throw err;

@@ -118,6 +118,13 @@ def test_no_settings_finds_the_server_and_the_status_bar_says_ready(vscode_sessi
     assert "error" not in vscode_session["first_status"]["icon"]
 
 
+def test_no_settings_gives_no_message_from_the_server(vscode_session):
+    """The README's setup (the extension, no settings): the server warns about nothing. (The same toast
+    reader sees the server's error for a wrong model at the end, so it does read the messages.)"""
+    assert not [m for m in vscode_session["notifications_at_typing"] if "infill" in m], vscode_session
+    assert any("/nonexistent/model-folder" in m for m in vscode_session["notifications_at_the_end"])
+
+
 def test_typing_shows_ghost_text_at_the_cursor(vscode_session):
     typed = vscode_session["typed"]
     assert typed["ghost"] and typed["ghost"].strip(), typed
