@@ -25,6 +25,16 @@ async function waitFor(page, what, fn, timeoutMs, ...args) {
   }
 }
 
+// Wait until the infill status bar item shows the codicon `icon` (e.g. codicon-check).
+function waitForStatusIcon(page, what, icon, timeoutMs) {
+  return waitFor(page, what, (cls) => {
+    for (const item of document.querySelectorAll(".statusbar-item")) {
+      if (/\binfill\b/.test(item.textContent) && item.querySelector("." + cls)) return true;
+    }
+    return false;
+  }, timeoutMs, icon);
+}
+
 // The infill status bar item as the user sees it: its text, its icon, its tooltip (aria-label).
 function statusItem() {
   for (const item of document.querySelectorAll(".statusbar-item")) {
@@ -98,12 +108,7 @@ async function main() {
     await page.keyboard.press("End");
     await page.keyboard.up("Control");
 
-    await waitFor(page, "the status bar to say ready", () => {
-      for (const item of document.querySelectorAll(".statusbar-item")) {
-        if (/\binfill\b/.test(item.textContent) && item.querySelector(".codicon-check")) return true;
-      }
-      return false;
-    }, 90000);
+    await waitForStatusIcon(page, "the status bar to say ready", "codicon-check", 90000);
     step("ready_status", await page.evaluate(statusItem));
 
     // 1. Typing: the ghost text appears after the cursor.
@@ -149,12 +154,7 @@ async function main() {
     await input.click();
     await page.keyboard.type("/nonexistent/model-folder", { delay: 10 });
     await page.keyboard.press("Tab");
-    await waitFor(page, "an error in the status bar", () => {
-      for (const item of document.querySelectorAll(".statusbar-item")) {
-        if (/\binfill\b/.test(item.textContent) && item.querySelector(".codicon-error")) return true;
-      }
-      return false;
-    }, 60000);
+    await waitForStatusIcon(page, "an error in the status bar", "codicon-error", 60000);
     step("settings_file", fs.readFileSync(process.env.INFILL_SETTINGS, "utf8"));
     step("wrong_model", await page.evaluate(statusItem));
     await waitFor(page, "the server's error as a notification", () =>
