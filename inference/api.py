@@ -17,10 +17,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from .fim import FimFormat
+from .fim import FIM_FORMAT_NAMES, FimFormat, fim_format_named
 
-__all__ = ["EngineClient", "FimFormat", "GenerationJob", "GenerationParams", "GenerationResult",
-           "ModelError", "ModelInfo", "ModelSpec", "in_process_engine", "remote_engine"]
+__all__ = ["BACKENDS", "EngineClient", "FIM_FORMAT_NAMES", "FimFormat", "GenerationJob", "GenerationParams", "GenerationResult",
+           "ModelError", "ModelInfo", "ModelSpec", "RemoteSpec", "fim_format_named", "in_process_engine",
+           "remote_engine"]
+
+BACKENDS = ("local", "vllm", "llama.cpp", "openai")  # local: the in-process engine; the others: servers
 
 
 class ModelError(Exception):
@@ -37,6 +40,17 @@ class ModelSpec:
     kv_budget_bytes: int = 256 * 2**20
     prefill_dtype: str = "auto"  # or "model": a long prefill in the model's own dtype (see inference.acceleration)
     one_shot: bool = False  # a single completion (`infill-ls complete`): no compiled decode, no warm-up
+
+
+@dataclass(frozen=True)
+class RemoteSpec:
+    """Where a remote engine is and how to talk to it (the key itself is never here: only the name of
+    the environment variable that holds it)."""
+    backend: str  # "vllm" | "llama.cpp" | "openai"
+    endpoint: str  # base URL, e.g. http://127.0.0.1:8000
+    served_model: str | None = None  # the model name the server knows; None: the first it lists
+    api_key_env: str | None = None
+    ca_bundle: str | None = None  # a PEM file of CAs to verify https with (else the system's)
 
 
 @dataclass(frozen=True)
@@ -129,11 +143,17 @@ def in_process_engine() -> EngineClient:
     return InferenceWorker()
 
 
-def remote_engine(backend: str, endpoint: str) -> EngineClient:
-    """The client of an engine in another process: "llama.cpp" (llama-server) at `endpoint` (torch-free).
-    Its failures are ModelErrors with a `kind` ("unreachable", "reset", "http 5xx", "malformed"...)."""
-    if backend == "llama.cpp":
+def remote_engine(spec: RemoteSpec) -> EngineClient:
+    """The client of an engine in another process (torch-free): llama.cpp's llama-server
+    (`/completion`), vLLM or any OpenAI-compatible server (`/v1/completions`). Its failures are
+    ModelErrors with a `kind` ("unreachable", "reset", "timeout", "auth", "model", "http 5xx",
+    "malformed"...)."""
+    if spec.backend == "llama.cpp":
         from .remote_llamacpp import LlamaServerClient
 
-        return LlamaServerClient(endpoint)
-    raise ModelError(f"unknown backend {backend!r} (use local or llama.cpp)")
+        return LlamaServerClient(spec)
+    if spec.backend in ("vllm", "openai"):
+        from .remote_openai import OpenAICompletionsClient
+
+        return OpenAICompletionsClient(spec)
+    raise ModelError(f"unknown backend {spec.backend!r} (use one of {', '.join(BACKENDS)})")

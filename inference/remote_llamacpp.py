@@ -6,148 +6,45 @@ llama-server's `/completion` with `cache_prompt` (its KV cache keeps each slot's
 keystroke's prompt that shares its start with the last one is mostly reused) and one `id_slot` per
 document where the server has slots for them. Tokens are streamed (SSE) to the job's stop check;
 closing the stream (stop check, cancel, time limit) makes llama-server stop that task.
-
-Each job runs on a thread of its own; failures fail the job's Future with an EngineError naming
-the endpoint and what went wrong (the API key, when there is one, is never in a message).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future
-from dataclasses import replace
-from pathlib import Path
 
 import httpx
 
-from .api import GenerationJob, GenerationResult, ModelError, ModelInfo, ModelSpec
+from .api import GenerationJob, GenerationResult, ModelInfo, ModelSpec, RemoteSpec
+from .remote_http import EngineError, RemoteEngine, model_info
 
 __all__ = ["EngineError", "LlamaServerClient"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
-CONNECT_TIMEOUT_S = 3.0
 FIRST_TOKEN_BIAS = 1000.0  # added to the allowed first tokens' logits (token healing): greedy picks among them
 
 
-class EngineError(ModelError):
-    """A remote engine failed (unreachable, reset, an HTTP error, malformed answer). `kind` names the
-    kind of failure, so the editor side can tell the user once per kind, not once per keystroke."""
+class LlamaServerClient(RemoteEngine):
+    """EngineClient for llama-server at `spec.endpoint` (e.g. http://127.0.0.1:8080)."""
 
-    def __init__(self, message: str, kind: str) -> None:
-        super().__init__(message)
-        self.kind = kind
+    name = "llama.cpp"
 
-
-def tokenizer_folder(source: str | None) -> Path:
-    """The folder holding the tokenizer and config for a remote engine's model (None: the shipped one)."""
-    if source is None:
-        return DEFAULT_MODEL_DIR
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return path
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(source, local_files_only=True, allow_patterns=[
-            "config.json", "tokenizer.json", "vocab.json", "merges.txt", "added_tokens.json",
-            "special_tokens_map.json", "tokenizer_config.json"]))
-    except Exception:  # noqa: BLE001 - not installed, not cached, not a hub id
-        raise ModelError(f"{source}: no such folder (for a remote engine, 'model' names the folder, or a hub id "
-                         "already in the Hugging Face cache, with the served model's tokenizer)") from None
-
-
-def model_info(source: str | None, max_context: int) -> ModelInfo:
-    """What the editor side needs, from the tokenizer folder alone (no weights)."""
-    from .checkpoint_config import bos_ids, detect_family, eos_token_ids, read_config
-    from .fim import fim_format
-    from .tokenizer_files import load_tokenizer
-
-    folder = tokenizer_folder(source)
-    cfg = read_config(folder)
-    tok = load_tokenizer(folder)
-    family = cfg.get("infill_ls_family") or detect_family(cfg, tok, folder)
-    return ModelInfo(family, tok.to_str(), fim_format(family, tok), tuple(bos_ids(family, tok)),
-                     eos_token_ids(family, tok, cfg), max_context, "llama.cpp", "server")
-
-
-class LlamaServerClient:
-    """EngineClient for llama-server at `endpoint` (e.g. http://127.0.0.1:8080)."""
-
-    def __init__(self, endpoint: str, api_key: str | None = None, transport: httpx.BaseTransport | None = None) -> None:
-        self.endpoint = endpoint.rstrip("/")
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(base_url=self.endpoint, headers=headers, transport=transport,
-                                  timeout=httpx.Timeout(30.0, connect=CONNECT_TIMEOUT_S))
-        self.model_generation = 0
-        self.decode = "remote"
+    def __init__(self, spec: RemoteSpec | str, transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(spec if isinstance(spec, RemoteSpec) else RemoteSpec("llama.cpp", spec), transport)
         self.n_slots = 1
         self._slots: OrderedDict[str, int] = OrderedDict()  # document session -> slot, least recent first
-        self._streams: dict[int, httpx.Response] = {}  # id(job) -> its open response (closed by cancel)
-        self._lock = threading.Lock()
-        self._closed = False
-        self.last_timings: dict = {}  # llama-server's `timings` of the last finished job
         self._eos: tuple[int, ...] = ()  # the loaded model's EOS ids: with the job's stop ids, what ends it
-
-    # -- EngineClient
-    def load(self, spec: ModelSpec) -> Future:
-        return self._start(self._load, spec)
-
-    def generate(self, job: GenerationJob) -> Future:
-        return self._start(self._generate, job)
-
-    def prefill(self, job: GenerationJob) -> Future:
-        job.params = replace(job.params, max_new_tokens=0)
-        return self._start(self._generate, job)
-
-    def cancel(self, job: GenerationJob) -> None:
-        job.cancel.set()
-        with self._lock:
-            response = self._streams.get(id(job))
-        if response is not None:
-            _close_quietly(response)
 
     def close_session(self, session: str) -> Future:
         with self._lock:
             self._slots.pop(session, None)
-        done: Future = Future()
-        done.set_result(None)
-        return done
+        return super().close_session(session)
 
     def snapshot(self) -> dict:
-        return {"kvCacheBytes": 0, "kvSessions": len(self._slots), "engine": "llama.cpp",
-                "engineTimings": dict(self.last_timings)}
-
-    def shutdown(self, timeout: float = 2.0) -> None:
-        self._closed = True
-        with self._lock:
-            streams = list(self._streams.values())
-        for response in streams:
-            _close_quietly(response)
-        self._http.close()
-
-    # -- on a job's thread
-    def _start(self, fn, arg) -> Future:
-        fut: Future = Future()
-        if self._closed:
-            fut.set_exception(EngineError("the llama-server client has shut down", "closed"))
-            return fut
-
-        def run():
-            if not fut.set_running_or_notify_cancel():
-                return
-            try:
-                fut.set_result(fn(arg))
-            except BaseException as e:  # noqa: BLE001 - a job's failure is its future's
-                fut.set_exception(e)
-
-        threading.Thread(target=run, name="infill-llamacpp", daemon=True).start()
-        return fut
+        return {**super().snapshot(), "kvSessions": len(self._slots)}
 
     def _load(self, spec: ModelSpec) -> ModelInfo:
         self._get_json("/health")
@@ -157,7 +54,7 @@ class LlamaServerClient:
         if not isinstance(n_ctx, int) or n_ctx <= 0:
             raise EngineError(f"{self.endpoint}/props: no context length (n_ctx) in the answer", "malformed")
         self.n_slots = max(1, int(props.get("total_slots") or 1))
-        info = model_info(spec.source, n_ctx)
+        info = model_info(spec.source, n_ctx, "llama.cpp")
         self._eos = info.eos_token_ids
         with self._lock:
             self._slots.clear()
@@ -225,74 +122,37 @@ class LlamaServerClient:
                 body["seed"] = p.seed
         if bias:
             body["logit_bias"] = [[int(i), FIRST_TOKEN_BIAS] for i in bias]
-        url = f"{self.endpoint}/completion"
         decoded = 0  # the server's count of generated tokens (a token ending inside a UTF-8 character
         # is not streamed on its own; the count tells)
-        try:
-            with self._http.stream("POST", "/completion", json=body) as response:
-                with self._lock:
-                    self._streams[id(job)] = response
-                try:
-                    if response.status_code >= 400:
-                        response.read()
-                        raise _http_error(url, response)
-                    if job.cancel.is_set():
-                        return "cancelled", {}
-                    timings: dict = {}
-                    for line in response.iter_lines():
-                        if not line.startswith("data:"):
-                            continue
-                        chunk = _parse(url, line[5:])
-                        if "error" in chunk:
-                            raise EngineError(f"{url}: the server reported an error: {str(chunk['error'])[:200]}",
-                                              "server error")
-                        timings = chunk.get("timings") or timings
-                        for tok in chunk.get("tokens") or ():
-                            if tok in stops:
-                                return "eos", timings
-                            generated.append(int(tok))
-                            if job.stop_check is not None and job.stop_check(generated):
-                                job.stopped_early = True
-                                return "eos", timings
-                        decoded = int(chunk.get("tokens_predicted") or decoded)
-                        if chunk.get("stop"):
-                            stop_type = chunk.get("stop_type")
-                            if decoded > len(generated) and stop_type != "eos":
-                                log.debug("llama-server: %d tokens not streamed", decoded - len(generated))
-                            return ("eos" if stop_type == "eos" else "max_tokens"), timings
-                        if job.cancel.is_set():
-                            return "cancelled", timings
-                        if deadline is not None and time.monotonic() > deadline:
-                            return "time", timings
-                    if job.cancel.is_set():
-                        return "cancelled", timings
-                    raise EngineError(f"{url}: the stream ended before the answer did", "reset")
-                finally:
-                    with self._lock:
-                        self._streams.pop(id(job), None)
-        except EngineError:
-            raise
-        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
-            raise EngineError(f"cannot reach llama-server at {self.endpoint} ({_reason(e)})", "unreachable") from None
-        except (httpx.ReadError, httpx.RemoteProtocolError, httpx.StreamClosed, httpx.ReadTimeout) as e:
+        timings: dict = {}
+        with self._events(job, "/completion", body, p.time_limit_s) as events:
             if job.cancel.is_set():
                 return "cancelled", {}
-            raise EngineError(f"{url}: connection lost mid-answer ({_reason(e)})", "reset") from None
-        except httpx.HTTPError as e:
-            if job.cancel.is_set():
-                return "cancelled", {}
-            raise EngineError(f"{url}: {_reason(e)}", "unreachable") from None
-
-    def _get_json(self, path: str) -> dict:
-        url = f"{self.endpoint}{path}"
-        try:
-            response = self._http.get(path)
-        except httpx.HTTPError as e:
-            raise EngineError(f"cannot reach llama-server at {self.endpoint} ({_reason(e)})", "unreachable") from None
-        if response.status_code >= 400:
-            raise _http_error(url, response)
-        data = _parse(url, response.text)
-        return data
+            for chunk in events:
+                if "error" in chunk:
+                    raise EngineError(f"{self.endpoint}/completion: the server reported an error: "
+                                      f"{str(chunk['error'])[:200]}", "server error")
+                timings = chunk.get("timings") or timings
+                for tok in chunk.get("tokens") or ():
+                    if tok in stops:
+                        return "eos", timings
+                    generated.append(int(tok))
+                    if job.stop_check is not None and job.stop_check(generated):
+                        job.stopped_early = True
+                        return "eos", timings
+                decoded = int(chunk.get("tokens_predicted") or decoded)
+                if chunk.get("stop"):
+                    stop_type = chunk.get("stop_type")
+                    if decoded > len(generated) and stop_type != "eos":
+                        log.debug("llama-server: %d tokens not streamed", decoded - len(generated))
+                    return ("eos" if stop_type == "eos" else "max_tokens"), timings
+                if job.cancel.is_set():
+                    return "cancelled", timings
+                if deadline is not None and time.monotonic() > deadline:
+                    return "time", timings
+        if job.cancel.is_set():
+            return "cancelled", timings
+        raise EngineError(f"{self.endpoint}/completion: the stream ended before the answer did", "reset")
 
 
 def _merge(first: dict, rest: dict) -> dict:
@@ -303,37 +163,3 @@ def _merge(first: dict, rest: dict) -> dict:
             out[key] = first[key]
     out["predicted_ms"] = first.get("predicted_ms", 0.0) + rest.get("predicted_ms", 0.0)
     return out
-
-
-def _parse(url: str, text: str) -> dict:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise EngineError(f"{url}: malformed JSON in the answer ({text.strip()[:80]!r})", "malformed") from None
-    if not isinstance(data, dict):
-        raise EngineError(f"{url}: expected a JSON object, got {type(data).__name__}", "malformed")
-    return data
-
-
-def _http_error(url: str, response: httpx.Response) -> EngineError:
-    code = response.status_code
-    try:
-        detail = response.json().get("error", {})
-        detail = detail.get("message", detail) if isinstance(detail, dict) else detail
-    except Exception:  # noqa: BLE001
-        detail = response.text
-    hint = {401: " (the API key is missing or wrong)", 403: " (the API key is not allowed)",
-            404: " (no such endpoint or model)", 503: " (the server is still loading its model)"}.get(code, "")
-    kind = "auth" if code in (401, 403) else f"http {code // 100}xx"
-    return EngineError(f"{url} answered HTTP {code}{hint}: {str(detail)[:200]}", kind)
-
-
-def _reason(e: Exception) -> str:
-    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-
-
-def _close_quietly(response: httpx.Response) -> None:
-    try:
-        response.close()
-    except Exception:  # noqa: BLE001 - closing from another thread may race the reader; it stops either way
-        pass

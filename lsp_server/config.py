@@ -12,11 +12,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from inference.api import BACKENDS, FIM_FORMAT_NAMES
+
 LOG_LEVELS = ("error", "warning", "info", "debug", "trace")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 PREFILL_DTYPES = ("auto", "model")
-BACKENDS = ("local", "llama.cpp")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 SETTINGS_SECTIONS = ("infill", "infillLs", "infill-ls")
 
@@ -42,16 +43,23 @@ class Config:
     languages: tuple[str, ...] = field(default=("*",))  # languageIds enabled; "*": all
     log_level: str = "info"
     log_file: str | None = None
-    backend: str = "local"  # local: the in-process engine; llama.cpp: llama-server at `endpoint`
+    backend: str = "local"  # local: the in-process engine; vllm, llama.cpp, openai: a server at `endpoint`
     endpoint: str = "http://127.0.0.1:8080"  # a remote backend's base URL
+    served_model: str | None = None  # the model name the server knows; None: the first it lists
+    api_key_env: str | None = None  # the name of the environment variable holding the server's API key
+    ca_bundle: str | None = None  # a PEM file of CAs for https (a corporate CA); None: the system's
+    fim_format: str = "auto"  # auto: from the model's family and tokenizer; else one of FIM_FORMAT_NAMES
 
     def model_key(self) -> tuple:
         """What a loaded model depends on: a change here reloads it."""
-        return (self.model, self.device, self.dtype, self.prefill_dtype, self.kv_budget_mb, *self.engine_key())
+        return (self.model, self.device, self.dtype, self.prefill_dtype, self.kv_budget_mb, self.fim_format,
+                *self.engine_key())
 
     def engine_key(self) -> tuple:
-        """Which engine runs the model: ("local",) or (backend, endpoint)."""
-        return ("local",) if self.backend == "local" else (self.backend, self.endpoint)
+        """Which engine runs the model: ("local",) or what reaches the server."""
+        if self.backend == "local":
+            return ("local",)
+        return (self.backend, self.endpoint, self.served_model, self.api_key_env, self.ca_bundle)
 
     def max_new_tokens(self, multi_line: bool) -> int:
         """The token limit of a suggestion (see CursorContext.multi_line)."""
@@ -126,6 +134,17 @@ def _endpoint(v: Any):
     return None, "must be an http:// or https:// URL with a host (e.g. http://127.0.0.1:8080)"
 
 
+def _env_name(v: Any):
+    import re
+
+    if v is None or v == "":
+        return None, None
+    if isinstance(v, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", v):
+        return v, None
+    return None, ("must be the NAME of an environment variable holding the key (e.g. INFILL_API_KEY), "
+                  "never the key itself")
+
+
 def clear_text_warning(config: "Config") -> str | None:
     """A remote backend over plain http to a host that is not this machine sends the user's code in clear."""
     from urllib.parse import urlsplit
@@ -169,7 +188,12 @@ VALIDATORS = {
     "log_file": _optional_str,
     "backend": _choice(*BACKENDS),
     "endpoint": _endpoint,
+    "served_model": _optional_str,
+    "api_key_env": _env_name,
+    "ca_bundle": _optional_str,
+    "fim_format": _choice("auto", *FIM_FORMAT_NAMES),
 }
+SECRET_OPTIONS = ("api_key_env",)  # a wrong value may be a pasted key: never echoed
 
 DEFAULTS = Config()
 
@@ -212,6 +236,8 @@ def parse_config(raw: Any, base: Config = DEFAULTS) -> tuple[Config, list[str], 
             changes[name] = parsed
         else:
             shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
+            if name in SECRET_OPTIONS:
+                shown = "(not shown)"
             warnings.append(
                 f"infill-ls: invalid value {shown} for option '{camel(name)}': {problem}; "
                 f"using the default {_show(default)}"

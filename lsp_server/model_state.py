@@ -7,6 +7,7 @@ keeps that and a PromptBuilder made from it, never the model itself."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from lsprotocol import types
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 
 LOAD_TIMEOUT_S = 900.0  # a large model from a slow disk; the wait is bounded all the same
 PROGRESS_CREATE_TIMEOUT_S = 2.0
+RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # a remote engine that is down at load: tried again, backing off
 
 
 class ModelState:
@@ -32,6 +34,7 @@ class ModelState:
         self.worker_generation = 0
         self.source_label = ""
         self.task: asyncio.Task | None = None
+        self.load_retries = 0  # failed loads in a row of a remote engine that may come back
 
     @property
     def ready(self) -> bool:
@@ -54,6 +57,8 @@ async def load(server, config: Config, force: bool = False) -> None:
     key = config.model_key()
     if key == state.key and not force:
         return
+    if key != state.key:
+        state.load_retries = 0
     state.key = key
     server.use_engine(config)
     state.generation += 1
@@ -70,10 +75,19 @@ async def load(server, config: Config, force: bool = False) -> None:
     server.client_log.log("info", f"loading model {where} ({engine})")
     try:
         info = await asyncio.wait_for(asyncio.wrap_future(server.worker.load(spec)), LOAD_TIMEOUT_S)
+        info = with_fim_format(info, config.fim_format)
     except asyncio.CancelledError:
         raise
     except BaseException as e:  # noqa: BLE001 - any failure is shown, the server stays up
-        if generation == state.generation:
+        if generation == state.generation and getattr(e, "transient", False):
+            # a remote engine down or restarting: one message per kind, and try again, backing off
+            state.status, state.error = "failed", str(e)
+            delay = RETRY_DELAYS_S[min(state.load_retries, len(RETRY_DELAYS_S) - 1)]
+            state.load_retries += 1
+            server.engine_failed(e)
+            server.client_log.log("info", f"loading {where} again in {delay:.0f} s")
+            server.retry_model_load(delay, generation)
+        elif generation == state.generation:
             reason = str(e) if isinstance(e, ModelError) else f"{type(e).__name__}: {e}"
             if isinstance(e, asyncio.TimeoutError):
                 reason = f"still not loaded after {LOAD_TIMEOUT_S:.0f} s"
@@ -93,10 +107,25 @@ async def load(server, config: Config, force: bool = False) -> None:
     state.builder = builder
     state.worker_generation = server.worker.model_generation
     state.status = "ready"
+    state.load_retries = 0
+    server.engine_answered()
     server.client_log.log("info", f"model ready: {where}, family {info.family}, prompt layout "
                                   f"{state.builder.layout}, context {info.max_context} tokens, "
                                   f"device {info.device}, dtype {info.dtype}")
     _end_progress(server, progress, token, "ready")
+
+
+def with_fim_format(info: ModelInfo, name: str) -> ModelInfo:
+    """`info` with the FIM format the user named (option fimFormat; "auto": the detected one).
+    A tokenizer without that format's tokens is a ModelError naming the token."""
+    if name == "auto":
+        return info
+    from inference.api import fim_format_named
+
+    try:
+        return dataclasses.replace(info, fim=fim_format_named(name, info.tokenizer()))
+    except ValueError as e:
+        raise ModelError(f"option 'fimFormat': {e}") from None
 
 
 def _ready_builder(info: ModelInfo) -> PromptBuilder:

@@ -111,6 +111,10 @@ class PromptBuilder:
         probe = ("x = 1", "\ny = 2", "\n    z")
         self.concatenative = (sum((self._encode(p) for p in probe), []) == self._encode("".join(probe)))
 
+        # CodeLlama and Codestral were trained on the suffix without SentencePiece's leading word marker
+        self._suffix_tokenizer = (without_word_marker(info.tokenizer_json) if fim is not None and fim.bare_suffix
+                                  else self._tokenizer)
+
     def _encode(self, text: str) -> list[int]:
         return self._tokenizer.encode(text, add_special_tokens=False).ids
 
@@ -190,7 +194,7 @@ class PromptBuilder:
             chosen.extend(ids)
             kept_to = end
         if not self.concatenative:
-            return self._encode(suffix[:kept_to])[:budget], kept_to
+            return self._suffix_tokenizer.encode(suffix[:kept_to], add_special_tokens=False).ids[:budget], kept_to
         return chosen, kept_to
 
     def build(self, ctx: CursorContext, budget: Budget) -> Prompt:
@@ -292,3 +296,30 @@ def suffix_pieces(suffix: str) -> Iterator[tuple[int, int]]:
         pos = suffix.find("\n", pos + 1)
     if start < len(suffix):
         yield start, len(suffix)
+
+
+def without_word_marker(tokenizer_json: str):
+    """The tokenizer of `tokenizer_json` without the word marker ("▁") SentencePiece-style tokenizers
+    put before a text: Metaspace's prepend scheme set to "never", a normalizer's Prepend dropped."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    spec = json.loads(tokenizer_json)
+
+    def strip(node):
+        if isinstance(node, dict):
+            if node.get("type") == "Metaspace":
+                node["prepend_scheme"], node["add_prefix_space"] = "never", False
+            if node.get("type") == "Sequence":
+                key = "normalizers" if "normalizers" in node else "pretokenizers"
+                node[key] = [strip(n) for n in node.get(key, []) if n.get("type") != "Prepend"]
+        return node
+
+    spec["normalizer"] = strip(spec.get("normalizer"))
+    if isinstance(spec.get("normalizer"), dict) and spec["normalizer"].get("type") == "Prepend":
+        spec["normalizer"] = None
+    spec["pre_tokenizer"] = strip(spec.get("pre_tokenizer"))
+    tok = Tokenizer.from_str(json.dumps(spec))
+    tok.encode_special_tokens = True
+    return tok

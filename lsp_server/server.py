@@ -19,7 +19,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 from pygls.protocol.json_rpc import JsonRPCNotification, JsonRPCRequestMessage
 
-from inference.api import EngineClient, in_process_engine, remote_engine
+from inference.api import EngineClient, RemoteSpec, in_process_engine, remote_engine
 from lsp_server import completion, model_state, prefetch
 from lsp_server.config import DEFAULTS, Config, parse_config, to_wire
 from lsp_server.documents import DocumentStore
@@ -160,8 +160,8 @@ class InfillServer(LanguageServer):
         if key == self._engine_key:
             return
         old = self.worker
-        self.worker = in_process_engine() if config.backend == "local" else remote_engine(config.backend,
-                                                                                           config.endpoint)
+        self.worker = in_process_engine() if config.backend == "local" else remote_engine(RemoteSpec(
+            config.backend, config.endpoint, config.served_model, config.api_key_env, config.ca_bundle))
         self._engine_key = key
         self.engine_failures.clear()
         old.shutdown(timeout=0.5)
@@ -173,12 +173,23 @@ class InfillServer(LanguageServer):
             return
         self.engine_failures.add(kind)
         self.warn(f"infill-ls: the {self.config.backend} engine failed: {error}. No suggestions until it "
-                  "answers again (each keystroke tries again).")
+                  "answers again (infill-ls keeps trying).")
 
     def engine_answered(self) -> None:
         if self.engine_failures:
             self.engine_failures.clear()
             self.client_log.log("info", f"the {self.config.backend} engine answers again")
+
+    def retry_model_load(self, delay_s: float, generation: int) -> None:
+        """Load again after `delay_s` unless another load (a configuration change) came first."""
+        async def later():
+            await asyncio.sleep(delay_s)
+            if self.model.generation == generation:
+                await model_state.load(self, self.config, force=True)
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def start_model_load(self, force: bool = False) -> None:
         task = asyncio.get_running_loop().create_task(model_state.load(self, self.config, force))

@@ -1,14 +1,18 @@
-"""The remote backend's options and its failures as the editor side sees them, without llama-server:
-a refused loopback port, and a real HTTP server on loopback that answers badly."""
+"""The remote backends' options and their failures as the editor side sees them, without a real
+engine (the real ones are in test_engine_llamacpp.py and test_engine_vllm.py): a refused loopback
+port, and real HTTP servers on loopback that answer badly in each way an engine can."""
 
 from __future__ import annotations
 
 import http.server
+import json
+import socket
 import threading
+import time
 
 import pytest
 
-from inference.api import GenerationJob, GenerationParams, ModelSpec
+from inference.api import GenerationJob, GenerationParams, ModelSpec, RemoteSpec
 from lsp_server.config import parse_config
 
 
@@ -19,7 +23,24 @@ def test_backend_and_endpoint_are_validated_with_the_usual_warning():
     assert any("'endpoint'" in w and "http://127.0.0.1:8080" in w for w in warnings)
     config, warnings, _ = parse_config({"backend": "llama.cpp", "endpoint": "https://gpu.example:8443/"})
     assert (config.backend, config.endpoint, warnings) == ("llama.cpp", "https://gpu.example:8443", [])
-    assert config.engine_key() == ("llama.cpp", "https://gpu.example:8443") != parse_config({})[0].engine_key()
+    assert config.engine_key()[:2] == ("llama.cpp", "https://gpu.example:8443")
+    assert config.engine_key() != parse_config({})[0].engine_key()
+    config, warnings, _ = parse_config({"backend": "vllm", "servedModel": "coder", "apiKeyEnv": "TEAM_KEY",
+                                        "caBundle": "/etc/ssl/corp.pem", "fimFormat": "qwen"})
+    assert warnings == [] and (config.served_model, config.api_key_env, config.ca_bundle, config.fim_format) == (
+        "coder", "TEAM_KEY", "/etc/ssl/corp.pem", "qwen")
+    assert config.engine_key() != parse_config({"backend": "vllm"})[0].engine_key()
+    assert config.model_key() != parse_config({"backend": "vllm", "servedModel": "coder", "apiKeyEnv": "TEAM_KEY",
+                                               "caBundle": "/etc/ssl/corp.pem"})[0].model_key()
+
+
+def test_a_key_pasted_into_api_key_env_is_refused_and_never_echoed():
+    config, warnings, _ = parse_config({"backend": "openai", "apiKeyEnv": "sk-abc123secret/xyz=="})
+    assert config.api_key_env is None and len(warnings) == 1
+    assert "'apiKeyEnv'" in warnings[0] and "NAME of an environment variable" in warnings[0]
+    assert "sk-abc123" not in warnings[0]
+    config, warnings, _ = parse_config({"fimFormat": "fim-of-my-own"})
+    assert config.fim_format == "auto" and "'fimFormat'" in warnings[0] and "qwen" in warnings[0]
 
 
 def test_plain_http_to_another_machine_warns_that_code_goes_in_clear():
@@ -83,10 +104,11 @@ def bad_server():
     httpd.server_close()
 
 
-def test_http_errors_and_malformed_streams_are_clear_errors_of_their_kind(bad_server):
+def test_http_errors_and_malformed_streams_are_clear_errors_of_their_kind(bad_server, monkeypatch):
+    monkeypatch.setenv("INFILL_TEST_KEY", "sekrit-key")
     from inference.remote_llamacpp import EngineError, LlamaServerClient
 
-    client = LlamaServerClient(bad_server, api_key="sekrit-key")
+    client = LlamaServerClient(RemoteSpec("llama.cpp", bad_server, api_key_env="INFILL_TEST_KEY"))
     info = client.load(ModelSpec(None)).result(10)
     assert info.max_context == 512 and info.fim is not None
     with pytest.raises(EngineError) as e:
@@ -96,3 +118,109 @@ def test_http_errors_and_malformed_streams_are_clear_errors_of_their_kind(bad_se
         client.generate(GenerationJob([1, 2, 3], GenerationParams(max_new_tokens=5))).result(10)
     assert e.value.kind == "malformed" and "/completion" in str(e.value) and "sekrit" not in str(e.value)
     client.shutdown()
+
+
+# -- an OpenAI-compatible server (the "vllm" and "openai" backends) that fails in every way it can
+
+class _Misbehaving(http.server.BaseHTTPRequestHandler):
+    """/v1/models lists "good"; /v1/completions does what `server.mode` says."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, code: int, body: bytes, kind: str = "application/json"):
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self.server.seen_auth.append(self.headers.get("Authorization"))
+        self._send(200, b'{"object": "list", "data": [{"id": "good", "max_model_len": 512}]}')
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        mode = self.server.mode
+        if mode in ("401", "403", "404", "500", "503"):
+            message = {"401": "invalid API key", "404": "The model `good` does not exist."}.get(mode, "no")
+            self._send(int(mode), json.dumps({"error": {"message": message}}).encode())
+        elif mode == "slow":  # no first byte within the request timeout
+            time.sleep(1.5)
+            self._send(200, b"data: [DONE]\n\n", "text/event-stream")
+        elif mode in ("garbage", "no-choices", "reset", "ok"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            event = {"garbage": b"data: {not json\n\n", "no-choices": b'data: {"id": "x"}\n\n',
+                     "reset": b'data: {"choices": [{"text": "ab", "finish_reason": null}]}\n\n',
+                     "ok": b'data: {"choices": [{"text": " + b", "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'}[mode]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            if mode == "reset":  # the connection dies mid-answer
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            self.wfile.write(b"0\r\n\r\n")
+
+
+@pytest.fixture()
+def misbehaving():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Misbehaving)
+    httpd.mode, httpd.seen_auth = "ok", []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _job(**params) -> GenerationJob:
+    return GenerationJob([1, 2, 3], GenerationParams(**{"max_new_tokens": 8, "time_limit_s": 0.5, **params}))
+
+
+def test_an_openai_server_failing_each_way_gives_an_error_of_its_kind_never_showing_the_key(misbehaving, monkeypatch):
+    from inference.remote_http import EngineError
+    from inference.remote_openai import OpenAICompletionsClient
+
+    monkeypatch.setenv("INFILL_TEST_KEY", "sekrit-key")
+    url = f"http://127.0.0.1:{misbehaving.server_address[1]}"
+    client = OpenAICompletionsClient(RemoteSpec("openai", url, api_key_env="INFILL_TEST_KEY"))
+    info = client.load(ModelSpec(None)).result(10)
+    assert info.max_context == 512 and client.served_model == "good"
+    assert misbehaving.seen_auth == ["Bearer sekrit-key"]
+    result = client.generate(_job()).result(10)
+    assert result.stop_reason == "eos" and info.tokenizer().decode(result.token_ids) == " + b"
+    expected = {"401": ("auth", "apiKeyEnv"), "403": ("auth", "HTTP 403"), "404": ("model", "does not exist"),
+                "500": ("http 5xx", "HTTP 500"), "503": ("http 5xx", "still loading"),
+                "slow": ("timeout", "request timeout"), "garbage": ("malformed", "malformed JSON"),
+                "no-choices": ("malformed", "choices"), "reset": ("reset", "")}
+    for mode, (kind, words) in expected.items():
+        misbehaving.mode = mode
+        with pytest.raises(EngineError) as e:
+            client.generate(_job()).result(10)
+        assert e.value.kind == kind and words in str(e.value), (mode, str(e.value))
+        assert "sekrit" not in str(e.value) and url in str(e.value)
+        assert e.value.transient == (kind in ("timeout", "reset", "http 5xx"))
+    misbehaving.mode = "ok"  # and it answers again with the same client
+    assert client.generate(_job()).result(10).stop_reason == "eos"
+    client.shutdown()
+
+
+def test_a_wrong_served_model_a_missing_key_or_ca_file_fail_the_load_clearly(misbehaving, monkeypatch):
+    from inference.remote_http import EngineError
+    from inference.remote_openai import OpenAICompletionsClient
+
+    url = f"http://127.0.0.1:{misbehaving.server_address[1]}"
+    cases = [(RemoteSpec("vllm", url, served_model="gpt-5"), "model", "'gpt-5' (it serves: good)"),
+             (RemoteSpec("openai", url, api_key_env="INFILL_UNSET_KEY"), "auth", "INFILL_UNSET_KEY"),
+             (RemoteSpec("openai", url.replace("http:", "https:"), ca_bundle="/nonexistent/ca.pem"), "tls",
+              "/nonexistent/ca.pem")]
+    monkeypatch.delenv("INFILL_UNSET_KEY", raising=False)
+    for spec, kind, words in cases:
+        client = OpenAICompletionsClient(spec)
+        with pytest.raises(EngineError) as e:
+            client.load(ModelSpec(None)).result(10)
+        assert e.value.kind == kind and words in str(e.value) and not e.value.transient
+        client.shutdown()

@@ -140,15 +140,8 @@ def test_each_order_lays_out_prefix_and_suffix_as_the_model_documents(case):
             assert decode(tok, order(prefix_ids, suffix_ids)) == expected
 
 
-# PromptBuilder encodes the suffix like any text, so a SentencePiece-like tokenizer puts its word
-# marker before it ("<SUF> \n\nprint..."), where CodeLlama and Codestral were trained on the bare suffix.
-# Strict: once lsp_server/prompt.py honours FimFormat.bare_suffix this passes and the mark must go.
-BARE_SUFFIX_GAP = pytest.mark.xfail(strict=True, reason="prompt.py does not yet encode the suffix without "
-                                    "the leading word marker (FimFormat.bare_suffix)")
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=BARE_SUFFIX_GAP) if c.sentencepiece else c for c in CASES],
-                         ids=IDS)
+# CodeLlama and Codestral get the suffix without SentencePiece's leading word marker (FimFormat.bare_suffix)
+@pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_prompt_builder_builds_the_documented_prompt(case):
     builder = PromptBuilder(model_info(case.name))
     prompt = builder.build(CursorContext(P, S), Budget(200, 50))

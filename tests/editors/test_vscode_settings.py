@@ -8,7 +8,7 @@ from .conftest import EDITORS
 
 CLIENT_ONLY = {"enable", "serverPath", "serverArgs"}
 # Settings that VS Code cannot leave unset: "" stands for the server's None.
-EMPTY_MEANS_NONE = {"model", "logFile"}
+EMPTY_MEANS_NONE = {"model", "logFile", "servedModel", "apiKeyEnv", "caBundle"}
 
 
 def contributed_settings() -> dict:
@@ -33,9 +33,12 @@ def test_vscode_setting_defaults_equal_the_server_defaults():
 
 
 def test_vscode_enum_settings_offer_exactly_the_server_choices():
+    from inference.api import BACKENDS, FIM_FORMAT_NAMES
     from lsp_server.config import DEVICES, DTYPES, LOG_LEVELS
 
     settings = contributed_settings()
     assert settings["device"]["enum"] == list(DEVICES)
     assert settings["dtype"]["enum"] == list(DTYPES)
     assert settings["logLevel"]["enum"] == list(LOG_LEVELS)
+    assert settings["backend"]["enum"] == list(BACKENDS)
+    assert settings["fimFormat"]["enum"] == ["auto", *FIM_FORMAT_NAMES]

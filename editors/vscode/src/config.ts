@@ -30,6 +30,10 @@ export const SERVER_OPTION_KEYS = [
   "logFile",
   "backend",
   "endpoint",
+  "servedModel",
+  "apiKeyEnv",
+  "caBundle",
+  "fimFormat",
 ] as const;
 
 /** Setting keys the extension itself uses and never sends. */
