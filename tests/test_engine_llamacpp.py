@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from inference.api import GenerationJob, GenerationParams, ModelSpec
-from tests.server_harness import Doc, running_server, stats, wait_model
+from tests.server_harness import Doc, running_server, stats, wait_for, wait_model
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("INFILL_LLAMA_SERVER_DIR", Path.home() / ".cache/infill-ls-ci/llama-server"))
@@ -232,6 +232,32 @@ def test_a_killed_server_gives_empty_answers_and_one_message_then_suggestions_ag
             server.start()
             doc.insert(cursor, "a")
             assert await doc.inline(cursor + 1), "no suggestion after the server came back"
+
+    try:
+        asyncio.run(session())
+    finally:
+        server.stop()
+
+
+def test_a_server_down_when_the_editor_starts_is_tried_again_until_it_answers(binary, gguf_file):
+    """The engine is not up yet at load: one message, empty answers, and with no change of options
+    the model is ready by itself once the engine starts (the load is retried with backoff)."""
+    server = LlamaServer(binary, gguf_file, slots=1)
+
+    async def session():
+        async with running_server({"backend": "llama.cpp", "endpoint": server.url}) as lsp:
+            s = await wait_model(lsp, 30)
+            assert s["model"]["status"] == "failed" and server.url in s["model"]["error"]
+            doc = Doc(lsp, "file:///late.py", SOURCE + "def main():\n    value = fib\n")
+            cursor = doc.offset_of("fib\n") + 3
+            assert await doc.inline(cursor) == []
+            await asyncio.sleep(3.5)  # a few retries go by (1 s, 2 s...): still one message
+            server.start()
+            s = await wait_for(lambda st: st["model"]["status"] == "ready", lsp, timeout=30)
+            assert s["model"]["status"] == "ready", s["model"]
+            assert await doc.inline(cursor), "no suggestion once the engine answered"
+            messages = [m.message for m in lsp.messages if "engine failed" in m.message]
+            assert len(messages) == 1 and "cannot reach" in messages[0] and "keeps trying" in messages[0], messages
 
     try:
         asyncio.run(session())
