@@ -119,3 +119,19 @@ async def test_rate_limit_bounds_model_requests_started_per_second(starcoder):
     # 2 a second: the 3rd and 4th wait for the 2nd second, the 5th and 6th for the 3rd
     assert slow >= 1.9, (slow, fast)
     assert fast < slow - 1.0, (slow, fast)
+
+
+async def test_fim_format_overrides_the_detected_format_and_a_misfit_is_a_clear_load_error(starcoder):
+    """`fimFormat` reloads the model's prompt layout: "santacoder" on a StarCoder tokenizer (no
+    <fim-prefix>) fails the load naming the token; "starcoder" (what auto finds) serves again."""
+    async with running_server({**FAST, "model": starcoder}) as client:
+        assert (await wait_model(client))["model"]["layout"] == "spm"
+        configure(client, model=starcoder, fimFormat="santacoder", **FAST)
+        s = await wait_for(lambda s: s["model"]["status"] == "failed", client, timeout=30)
+        assert "fimFormat" in s["model"]["error"] and "<fim-prefix>" in s["model"]["error"], s["model"]
+        doc = Doc(client, "file:///w/fim.py", "def f(x):\n    return ")
+        assert await doc.inline(len(doc.text)) == []
+        configure(client, model=starcoder, fimFormat="starcoder", **FAST)
+        s = await wait_for(lambda s: s["model"]["status"] == "ready", client, timeout=30)
+        assert s["model"]["status"] == "ready" and s["config"]["fimFormat"] == "starcoder"
+        assert any("fimFormat" in m.message for m in client.messages)
