@@ -3,8 +3,9 @@ vLLM (backend "vllm") or any server with that route (backend "openai": Ollama, L
 
 Torch-free. Prompts are built by the editor side's PromptBuilder as for the local engine. vLLM takes
 them as token ids, so a keystroke's prompt shares its start with the last one token for token and
-vLLM's automatic prefix caching reuses it, as the local KV cache does; vLLM streams the generated
-ids back (`return_tokens_as_token_ids`) and stops at the stop ids itself. A text-only server gets
+vLLM's automatic prefix caching reuses it (in whole blocks: `--block-size 32` reuses more than the
+CPU default of 128), as the local KV cache does; vLLM streams the generated ids back, one per event
+(`return_token_ids`), and stops at the stop ids itself. A text-only server gets
 the same prompt as text (the ids decoded, special tokens kept) and streams text, which is encoded
 again with the model's tokenizer for the stop check. Closing the stream (a newer keystroke, a
 cancel, the stop check) makes the server abort the request.
@@ -111,12 +112,15 @@ class OpenAICompletionsClient(RemoteEngine):
             body["top_p"] = p.top_p
             if p.seed is not None:
                 body["seed"] = p.seed
-        if bias:
-            body["logit_bias"] = {str(i): FIRST_TOKEN_BIAS for i in bias}
         if self.token_prompts:
-            body.update(prompt=prompt, stop_token_ids=sorted(stops), skip_special_tokens=False,
-                        logprobs=0, return_tokens_as_token_ids=True)
+            body.update(prompt=prompt, stop_token_ids=sorted(stops), skip_special_tokens=False, return_token_ids=True)
+            # usage with every event: an early stop (the end of the line) still knows the cached tokens
+            body["stream_options"]["continuous_usage_stats"] = True
+            if bias:  # token healing: vLLM picks the first token among exactly these
+                body["allowed_token_ids"] = sorted(bias)
         else:
+            if bias:
+                body["logit_bias"] = {str(i): FIRST_TOKEN_BIAS for i in bias}
             body["prompt"] = self._tok.decode(prompt, skip_special_tokens=False)
             words = [self._tok.id_to_token(i) for i in sorted(stops)]
             body["stop"] = [w for w in words if w][:MAX_STOP_STRINGS]
@@ -132,8 +136,8 @@ class OpenAICompletionsClient(RemoteEngine):
         usage: dict = {}
         with self._events(job, "/v1/completions", self._body(job, prompt, n, stops, bias), job.params.time_limit_s) as events:
             for chunk in events:
-                if "error" in chunk:
-                    raise EngineError(f"{url}: the server reported an error: {str(chunk['error'])[:200]}", "server error")
+                if "error" in chunk:  # vLLM's engine failing (or stopping) mid-answer
+                    raise EngineError(f"{url}: the server reported an error: {str(chunk['error'])[:200]}", "http 5xx")
                 usage = chunk.get("usage") or usage
                 choices = chunk.get("choices")
                 if not isinstance(choices, list):
@@ -167,17 +171,16 @@ class OpenAICompletionsClient(RemoteEngine):
 
 
 def _token_ids(url: str, choice: dict) -> list[int]:
-    """vLLM's streamed ids: `logprobs.tokens` as "token_id:123" (return_tokens_as_token_ids)."""
-    tokens = (choice.get("logprobs") or {}).get("tokens")
+    """vLLM's streamed ids (`return_token_ids`): one per event, even inside a UTF-8 character."""
+    tokens = choice.get("token_ids")
     if tokens is None:
         if choice.get("text"):
             raise EngineError(f"{url}: the answer has no token ids (is this vLLM? use backend 'openai' for other "
                               "servers)", "malformed")
         return []
-    try:
-        return [int(str(t).rpartition("token_id:")[2]) for t in tokens]
-    except ValueError:
-        raise EngineError(f"{url}: token ids expected as 'token_id:N', got {str(tokens)[:80]}", "malformed") from None
+    if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+        raise EngineError(f"{url}: token ids expected as a list of integers, got {str(tokens)[:80]}", "malformed")
+    return tokens
 
 
 def _rest_usage(events, usage: dict) -> dict:

@@ -57,7 +57,7 @@ def test_the_choice_builds_the_model(starcoder):
     assert eager.model.decode_ops is None and eager.model.decode_attention is None
     assert eager.kv_spec().decode is None
     default = load_model(starcoder)  # the environment's choice: the suite runs with INFILL_LS_NO_COMPILE=1
-    assert default.acceleration == choose(CPU, torch.float32)
+    assert default.acceleration == choose(CPU, torch.float32, prefill_dtype="model")  # load_model's default
     assert default.model.decode_ops is None
 
 

@@ -211,7 +211,7 @@ def http_get(url: str, timeout: float, api_key: str | None = None) -> str:
 def start_vllm_server(model: Path | str | None = None, *, api_key: str | None = None,
                       served_model_name: str | None = None, extra_args: Sequence[str] = (),
                       timeout: float = START_TIMEOUT_S, python: Path | None = None,
-                      log_dir: Path | None = None) -> VllmServer:
+                      log_dir: Path | None = None, port: int | None = None) -> VllmServer:
     """Start vLLM's OpenAI server for `model` (default: the shipped model) on a free loopback port.
 
     Returns once GET /health answers 200. Raises VllmServerError, with the log's tail, when the vLLM
@@ -228,7 +228,7 @@ def start_vllm_server(model: Path | str | None = None, *, api_key: str | None = 
         owned = tempfile.TemporaryDirectory(prefix="vllm-server-")
         log_dir = Path(owned.name)
     log_path = Path(log_dir) / "vllm.log"
-    port = free_port()
+    port = port or free_port()  # a given port: a server started again where a client expects it
     # The log goes to a file, not a pipe: vLLM writes a lot and a full pipe would block the server.
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(server_command(python, model, port, api_key, served_model_name, extra_args),
