@@ -173,6 +173,15 @@ def test_an_lsp_session_suggests_the_same_on_vllm_as_on_the_local_engine(vllm):
         assert hits >= r["last"]["prompt_tokens"] - BLOCK, readings
 
 
+def test_the_text_only_openai_backend_suggests_the_same_through_vllms_openai_route(vllm):
+    """backend "openai" (any /v1/completions server: Ollama, LM Studio...) sends the prompt as text and
+    reads text back; on vLLM's OpenAI route the suggestions equal the local engine's."""
+    local_texts, _, _ = asyncio.run(_suggest({"dtype": "float32"}, typed="on"))
+    options = {"backend": "openai", "endpoint": vllm["server"].url, "apiKeyEnv": KEY_ENV, "servedModel": SERVED}
+    remote_texts, s, _ = asyncio.run(_suggest(options, typed="on"))
+    assert local_texts and remote_texts == local_texts and s["engine"] == "openai"
+
+
 def test_a_wrong_model_name_or_key_fails_the_load_with_a_clear_message(vllm):
     url = vllm["server"].url
 
