@@ -204,6 +204,21 @@ def test_a_wrong_model_name_or_key_fails_the_load_with_a_clear_message(vllm):
     assert any("401" in m for m in messages) and not any("not-the-key" in m for m in messages)
 
 
+def test_a_model_folder_whose_tokenizer_is_not_the_served_models_is_refused_at_load(vllm, tmp_path):
+    """Token ids from another vocabulary would be nonsense to vLLM: the load compares a sample's
+    tokens with the server's /tokenize and names the option to fix."""
+    from inference.remote_http import EngineError
+    from inference.remote_openai import OpenAICompletionsClient
+    from tests.checkpoints import make_gpt_bigcode
+
+    other = make_gpt_bigcode(tmp_path / "other")  # a GPTBigCode folder with a tokenizer of its own
+    c = OpenAICompletionsClient(RemoteSpec("vllm", vllm["server"].url, api_key_env=KEY_ENV))
+    with pytest.raises(EngineError) as e:
+        c.load(ModelSpec(str(other))).result(30)
+    assert e.value.kind == "model" and "tokenizes differently" in str(e.value) and "'model'" in str(e.value)
+    c.shutdown()
+
+
 def test_a_killed_vllm_gives_empty_answers_and_one_message_then_suggestions_again(vllm):
     """Last in the file: it kills the module's server and leaves a new one in its place."""
     server = vllm["server"]
