@@ -182,9 +182,75 @@ def main() -> None:
     for label, tree in trees:
         for row in run_tree(label, tree, args.model, args.warm, args.cold, args.idle):
             print(row, flush=True)
-    llama = shutil.which("llama-server")
-    print("llama-server: " + (f"found at {llama}, but no GGUF row is run here yet" if llama else
-                              "not built on this machine (another issue builds it): no row"))
+    binary = llama_server_binary()
+    if binary is None:
+        print("llama-server: not on PATH and not built in ~/.cache/infill-ls-ci (bash .ci/llama-server.sh): no row")
+    else:
+        for row in llama_rows(binary, args.model, args.warm):
+            print(row, flush=True)
+
+
+def llama_server_binary() -> Path | None:
+    """llama-server on PATH, else the one .ci/llama-server.sh builds."""
+    found = shutil.which("llama-server")
+    cache = Path(os.environ.get("INFILL_LLAMA_SERVER_DIR", Path.home() / ".cache/infill-ls-ci/llama-server"))
+    built = cache / "build" / "bin" / "llama-server"
+    return Path(found) if found else built if built.is_file() else None
+
+
+def llama_rows(binary: Path, model: str | None, runs: int) -> list[str]:
+    """llama-server on the same model written as GGUF (f32, infill-ls's exporter): spawn to the first
+    non-empty answer to the same prompt (suffix-first FIM, as infill-ls sends it), then idle and peak RSS."""
+    import json
+    import socket
+    import subprocess
+    import urllib.error
+    import urllib.request
+
+    sys.path.insert(0, str(ROOT))
+    from inference.gguf_export import export_gguf
+
+    folder = Path(tempfile.mkdtemp(prefix="infill-startup-gguf-"))
+    gguf = export_gguf(model, folder / "model-f32.gguf", "f32")
+    body = json.dumps({"prompt": "<fim_prefix><fim_suffix><fim_middle>" + SOURCE, "n_predict": 24,
+                       "temperature": 0, "cache_prompt": True}).encode()
+    results = []
+    try:
+        for _ in range(runs):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            t0 = time.monotonic()
+            proc = subprocess.Popen([str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+                                     "-c", "2048", "-t", str(len(os.sched_getaffinity(0)))],
+                                    env=dict(os.environ, LD_LIBRARY_PATH=str(binary.parent)),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                while time.monotonic() - t0 < 60:
+                    try:
+                        request = urllib.request.Request(f"http://127.0.0.1:{port}/completion", body,
+                                                         {"Content-Type": "application/json"})
+                        with urllib.request.urlopen(request, timeout=10) as answer:
+                            if json.loads(answer.read()).get("content", "").strip():
+                                break
+                    except (urllib.error.URLError, ConnectionError):
+                        pass
+                    time.sleep(0.005)
+                first = time.monotonic() - t0
+                time.sleep(2.0)
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+                kb = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines()
+                      if line.startswith(("VmRSS", "VmHWM"))}
+                results.append((first, kb["VmRSS"] / 1024, kb["VmHWM"] / 1024))
+            finally:
+                proc.kill()
+                proc.wait(10)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    first = statistics.median(r[0] for r in results)
+    spread = f"{min(r[0] for r in results):.2f}-{max(r[0] for r in results):.2f}"
+    return [f"| llama-server (GGUF f32) | - | {len(results)} | - | - | {first:.2f} ({spread}) | - | "
+            f"{statistics.median(r[1] for r in results):.0f} | {statistics.median(r[2] for r in results):.0f} |"]
 
 
 if __name__ == "__main__":
