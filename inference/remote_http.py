@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import time
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import replace
@@ -216,6 +217,23 @@ class RemoteEngine:
 
         threading.Thread(target=run, name=f"infill-{self.name}", daemon=True).start()
         return fut
+
+    @staticmethod
+    def _interrupted(job: GenerationJob, deadline: float | None) -> str | None:
+        """Why a stream must stop now: "cancelled" (a newer keystroke, an edit), "time" (the request's
+        time limit), or None to read on."""
+        if job.cancel.is_set():
+            return "cancelled"
+        if deadline is not None and time.monotonic() > deadline:
+            return "time"
+        return None
+
+    @staticmethod
+    def _ended_early(job: GenerationJob, url: str) -> str:
+        """A stream that ended before its last event: "cancelled" if that was us, else a "reset" error."""
+        if job.cancel.is_set():
+            return "cancelled"
+        raise EngineError(f"{url}: the stream ended before the answer did", "reset")
 
     def _get_json(self, path: str) -> dict:
         url = f"{self.endpoint}{path}"

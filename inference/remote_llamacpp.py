@@ -146,13 +146,9 @@ class LlamaServerClient(RemoteEngine):
                     if decoded > len(generated) and stop_type != "eos":
                         log.debug("llama-server: %d tokens not streamed", decoded - len(generated))
                     return ("eos" if stop_type == "eos" else "max_tokens"), timings
-                if job.cancel.is_set():
-                    return "cancelled", timings
-                if deadline is not None and time.monotonic() > deadline:
-                    return "time", timings
-        if job.cancel.is_set():
-            return "cancelled", timings
-        raise EngineError(f"{self.endpoint}/completion: the stream ended before the answer did", "reset")
+                if reason := self._interrupted(job, deadline):
+                    return reason, timings
+        return self._ended_early(job, f"{self.endpoint}/completion"), timings
 
 
 def _merge(first: dict, rest: dict) -> dict:

@@ -161,13 +161,9 @@ class OpenAICompletionsClient(RemoteEngine):
                 finish = choice.get("finish_reason")
                 if finish:
                     return ("max_tokens" if finish == "length" else "eos"), _rest_usage(events, usage)
-                if job.cancel.is_set():
-                    return "cancelled", usage
-                if deadline is not None and time.monotonic() > deadline:
-                    return "time", usage
-        if job.cancel.is_set():
-            return "cancelled", usage
-        raise EngineError(f"{url}: the stream ended before the answer did", "reset")
+                if reason := self._interrupted(job, deadline):
+                    return reason, usage
+        return self._ended_early(job, url), usage
 
 
 def _token_ids(url: str, choice: dict) -> list[int]:

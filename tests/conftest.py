@@ -55,3 +55,14 @@ def starcoder(tmp_path_factory):
 @pytest.fixture(scope="session")
 def starcoder_bin(tmp_path_factory):
     return make_gpt_bigcode(tmp_path_factory.mktemp("ckpt") / "starcoder_bin", weights="bin")
+
+
+@pytest.fixture(scope="module")
+def shipped_engine():
+    """The shipped model in fp32, eager, with an Engine on it: the reference that remote engines
+    (llama-server, vLLM) serving the same model are held to."""
+    from inference.engine import Engine
+    from inference.loader import load_model
+
+    lm = load_model(None, dtype="float32", compile_decode=False)
+    return lm, Engine(lm)

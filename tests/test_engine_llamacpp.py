@@ -96,15 +96,6 @@ def llama_server(binary, gguf_file):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def local():
-    from inference.engine import Engine
-    from inference.loader import load_model
-
-    lm = load_model(None, dtype="float32", compile_decode=False)
-    return lm, Engine(lm)
-
-
 @pytest.fixture()
 def client(llama_server):
     from inference.remote_llamacpp import LlamaServerClient
@@ -123,8 +114,8 @@ def fim_prompts(lm) -> list[list[int]]:
     return [fim.psm(lm.encode_plain(p), lm.encode_plain(s)) for p, s in cases]
 
 
-def test_gguf_greedy_tokens_equal_the_local_engines(local, client):
-    lm, engine = local
+def test_gguf_greedy_tokens_equal_the_local_engines(shipped_engine, client):
+    lm, engine = shipped_engine
     c, info = client
     assert info.family == "gpt_bigcode" and info.fim.prefix_token == lm.fim.prefix_token
     params = GenerationParams(max_new_tokens=24, stop_token_ids=info.stop_ids)
@@ -144,8 +135,8 @@ def test_gguf_greedy_tokens_equal_the_local_engines(local, client):
     assert mine[0] in allowed and theirs == mine
 
 
-def test_keystrokes_hit_the_servers_prompt_cache(local, client):
-    lm, _ = local
+def test_keystrokes_hit_the_servers_prompt_cache(shipped_engine, client):
+    lm, _ = shipped_engine
     c, info = client
     prefix = "# a file no earlier test sent\n" + SOURCE + "def main():\n    value = fib"
     params = GenerationParams(max_new_tokens=4, stop_token_ids=info.stop_ids)
@@ -157,8 +148,8 @@ def test_keystrokes_hit_the_servers_prompt_cache(local, client):
     assert typed.reused_tokens >= typed.prompt_tokens - 4 and typed.prefill_tokens <= 4, c.last_timings
 
 
-def test_a_cancelled_request_stops_generating_on_the_server(local, client, llama_server):
-    lm, _ = local
+def test_a_cancelled_request_stops_generating_on_the_server(shipped_engine, client, llama_server):
+    lm, _ = shipped_engine
     c, info = client
     ids = lm.fim.psm(lm.encode_plain("x = [\n" + "    1,\n" * 20), [])  # greedy runs the whole budget here
     params = GenerationParams(max_new_tokens=400)

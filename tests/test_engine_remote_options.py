@@ -68,7 +68,7 @@ def test_an_unreachable_server_fails_the_load_naming_the_endpoint():
     client.shutdown()
 
 
-class _Bad(http.server.BaseHTTPRequestHandler):
+class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
@@ -78,6 +78,9 @@ class _Bad(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+class _Bad(_Handler):
 
     def do_GET(self):
         if self.path == "/health":
@@ -122,19 +125,9 @@ def test_http_errors_and_malformed_streams_are_clear_errors_of_their_kind(bad_se
 
 # -- an OpenAI-compatible server (the "vllm" and "openai" backends) that fails in every way it can
 
-class _Misbehaving(http.server.BaseHTTPRequestHandler):
+class _Misbehaving(_Handler):
     """/v1/models lists "good"; /v1/completions does what `server.mode` says."""
     protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def _send(self, code: int, body: bytes, kind: str = "application/json"):
-        self.send_response(code)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def do_GET(self):
         self.server.seen_auth.append(self.headers.get("Authorization"))

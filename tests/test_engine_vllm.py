@@ -46,15 +46,6 @@ def vllm():
     os.environ.pop(KEY_ENV, None)
 
 
-@pytest.fixture(scope="module")
-def local():
-    from inference.engine import Engine
-    from inference.loader import load_model
-
-    lm = load_model(None, dtype="float32", compile_decode=False)
-    return lm, Engine(lm)
-
-
 @pytest.fixture()
 def client(vllm):
     from inference.remote_openai import OpenAICompletionsClient
@@ -65,8 +56,8 @@ def client(vllm):
     c.shutdown()
 
 
-def test_vllm_greedy_tokens_equal_the_local_engines(local, client):
-    lm, engine = local
+def test_vllm_greedy_tokens_equal_the_local_engines(shipped_engine, client):
+    lm, engine = shipped_engine
     c, info = client
     assert c.served_model == SERVED and info.max_context == 512 and info.fim.prefix_token == lm.fim.prefix_token
     params = GenerationParams(max_new_tokens=24, stop_token_ids=info.stop_ids)
@@ -88,8 +79,8 @@ def test_vllm_greedy_tokens_equal_the_local_engines(local, client):
     assert mine[0] in allowed and theirs == mine
 
 
-def test_keystrokes_hit_vllms_prefix_cache(local, client, vllm):
-    lm, _ = local
+def test_keystrokes_hit_vllms_prefix_cache(shipped_engine, client, vllm):
+    lm, _ = shipped_engine
     c, info = client
     server = vllm["server"]
     prefix = "# a file no earlier test sent\n" + SOURCE * 3 + "def main():\n    value = fib"
@@ -105,8 +96,8 @@ def test_keystrokes_hit_vllms_prefix_cache(local, client, vllm):
     assert typed.reused_tokens == hits and typed.prefill_tokens <= BLOCK, typed
 
 
-def test_a_cancelled_request_stops_generating_on_vllm(local, client, vllm):
-    lm, _ = local
+def test_a_cancelled_request_stops_generating_on_vllm(shipped_engine, client, vllm):
+    lm, _ = shipped_engine
     c, info = client
     server = vllm["server"]
     ids = lm.fim.psm(lm.encode_plain("x = [\n" + "    1,\n" * 20), [])  # greedy runs the whole budget here
