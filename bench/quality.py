@@ -176,11 +176,9 @@ class ServerPipeline:
 
     def complete(self, prefix: str, suffix: str, layout: str) -> str:
         from lsp_server import completion
-        from lsp_server.documents import DocumentStore, window_chars
+        from lsp_server.complete import text_context
 
-        uri = "file:///task.py"
-        doc = DocumentStore().open(uri, prefix + suffix, "python", 1)  # the context the server cuts
-        ctx = doc.context_at(len(prefix), "python", uri, None, window_chars(self.cfg.context_tokens, self.info))
+        ctx = text_context(self.cfg, self.info, prefix, suffix, "python")  # the context the server cuts
         plan = completion.build_prompt(self.cfg, self.builder, ctx)
         if layout != self.builder.layout:
             plan = replace(plan, prompt=self.builders[layout].build(ctx, self.budgets[layout]))

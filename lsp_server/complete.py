@@ -103,8 +103,7 @@ def run(argv: list[str]) -> int:
                                      cfg.prefill_dtype, one_shot=True)).result()
         builder = PromptBuilder(info)
         builder.prepare_healing()
-        doc = DocumentStore().open(URI, prefix + suffix, args.language, 1)
-        ctx = doc.context_at(len(prefix), args.language, URI, None, window_chars(cfg.context_tokens, info))
+        ctx = text_context(cfg, info, prefix, suffix, args.language)
         plan = completion.build_prompt(cfg, builder, ctx)
         _say_what_was_cut(info, plan, len(prefix), len(suffix))
         job = completion.generation_job(cfg, builder, ctx, plan, cfg.temperature, plan.max_new, None)
@@ -130,6 +129,13 @@ def run(argv: list[str]) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
     return 0
+
+
+def text_context(cfg: Config, info, prefix: str, suffix: str, language: str, uri: str = URI):
+    """The cursor context the server would cut from a document `prefix + suffix` with the cursor
+    between them (its window, its long-line rules): for callers with text instead of an editor."""
+    doc = DocumentStore().open(uri, prefix + suffix, language, 1)
+    return doc.context_at(len(prefix), language, uri, None, window_chars(cfg.context_tokens, info))
 
 
 def _cut_at_stops(text: str, stops: list[str]) -> str:
