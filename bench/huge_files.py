@@ -84,8 +84,8 @@ def main() -> None:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         st = client.request("workspace/executeCommand", {"command": "infill.stats", "arguments": []})
-        # steady state: the compiled decode swapped in (servers without `decode` have nothing to wait for)
-        if st["model"]["status"] == "ready" and st["model"].get("decode") not in ("eager", "compiling"):
+        # steady state: no compile going on (a small model stays eager; a larger one swaps compiled in)
+        if st["model"]["status"] == "ready" and st["model"].get("decode") != "compiling":
             break
         time.sleep(0.2)
     else:

@@ -33,6 +33,49 @@ class WorkerClosed(RuntimeError):
     pass
 
 
+COMPILE_MIN_MB = 64.0  # weights below this decode eagerly in the server (see compile_pays)
+
+
+def compile_min_mb(env=None) -> float:
+    """INFILL_LS_COMPILE_MIN_MB, else COMPILE_MIN_MB (0: compile whatever the size)."""
+    env = os.environ if env is None else env
+    try:
+        return max(0.0, float(env.get("INFILL_LS_COMPILE_MIN_MB", COMPILE_MIN_MB)))
+    except ValueError:
+        return COMPILE_MIN_MB
+
+
+def compile_pays(lm, env=None) -> bool:
+    """Whether the server builds the compiled decode ops for `lm`. They make a decode step 2-3x
+    faster, but building them imports inductor and keeps its kernels: about 150 MB more resident and
+    seconds of a core at start. For the shipped 20 MB model eager decode is about 3 ms a token
+    (compiled 1.2): not worth 150 MB (issue 22), so models under INFILL_LS_COMPILE_MIN_MB stay eager."""
+    return weight_bytes(lm.model) >= compile_min_mb(env) * 2**20
+
+
+def weight_bytes(model) -> int:
+    """The bytes of the tensors a model object holds (its attributes, their lists and objects)."""
+    import torch
+
+    seen: set[int] = set()
+    total = 0
+    stack = [model]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            total += obj.numel() * obj.element_size()
+        elif isinstance(obj, (list, tuple)):
+            stack.extend(obj)
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+            stack.extend(vars(obj).values())
+    return total
+
+
 class InferenceWorker:
     def __init__(self, load_model: Callable | None = None, engine_factory: Callable | None = None) -> None:
         self._load_model = load_model
@@ -172,7 +215,11 @@ class InferenceWorker:
         self.engine = engine
         self.lm = lm
         acc = getattr(lm, "acceleration", None)
-        if acc is not None and acc.compile_in_background:
+        if acc is not None and acc.compile_in_background and not compile_pays(lm):
+            self.decode = "eager"  # a small model: eager decode is already a few ms a token
+            log.info("decode stays eager: %.0f MB of weights, below INFILL_LS_COMPILE_MIN_MB=%g",
+                     weight_bytes(lm.model) / 2**20, compile_min_mb())
+        elif acc is not None and acc.compile_in_background:
             self.decode = "compiling"
             self.compiled_swap = Future()
             self._compile_thread = threading.Thread(target=self._build_compiled, args=(lm, self.model_generation),

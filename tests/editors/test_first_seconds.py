@@ -24,7 +24,7 @@ def user_env(work: Path) -> dict:
     """The environment of a user who installed infill-ls: its bin folder on PATH."""
     bin_dir = str(Path(PYTHON).parent)
     env = dict(os.environ, INFILL_REPO=str(REPO), INFILL_WORKDIR=str(work), INFILL_RESULT=str(work / "result.json"))
-    # the server as users run it (compiled decode), with a model load 4 s slower (slow_load/), so the
+    # the server as users run it (compiling allowed), with a model load 4 s slower (slow_load/), so the
     # keys are typed, and answered, while it loads
     env.pop("INFILL_LS_NO_COMPILE", None)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE / "slow_load"), env.get("PYTHONPATH")) if p)
