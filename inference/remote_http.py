@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 from concurrent.futures import Future
@@ -131,12 +132,13 @@ def http_client(spec: RemoteSpec, transport: httpx.BaseTransport | None = None) 
                               "empty: set it to the server's API key in the environment that starts the editor",
                               "auth")
         headers["Authorization"] = f"Bearer {key}"
-    verify: bool | str = True
+    verify: bool | ssl.SSLContext = True  # httpx's default: certifi, or SSL_CERT_FILE / SSL_CERT_DIR
     if spec.ca_bundle:
         bundle = Path(spec.ca_bundle).expanduser()
-        if not bundle.is_file():
-            raise EngineError(f"{bundle}: no such CA bundle file (option 'caBundle')", "tls")
-        verify = str(bundle)
+        try:
+            verify = ssl.create_default_context(cafile=str(bundle))
+        except (OSError, ssl.SSLError) as e:
+            raise EngineError(f"{bundle}: not a readable CA bundle file (option 'caBundle': {e})", "tls") from None
     return httpx.Client(base_url=spec.endpoint, headers=headers, transport=transport, verify=verify,
                         trust_env=True, timeout=httpx.Timeout(DEFAULT_READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
 

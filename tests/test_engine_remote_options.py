@@ -131,6 +131,7 @@ class _Misbehaving(_Handler):
 
     def do_GET(self):
         self.server.seen_auth.append(self.headers.get("Authorization"))
+        self.server.seen_paths.append(self.path)  # absolute-form ("http://host/...") when we are the proxy
         self._send(200, b'{"object": "list", "data": [{"id": "good", "max_model_len": 512}]}')
 
     def do_POST(self):
@@ -161,7 +162,7 @@ class _Misbehaving(_Handler):
 @pytest.fixture()
 def misbehaving():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Misbehaving)
-    httpd.mode, httpd.seen_auth = "ok", []
+    httpd.mode, httpd.seen_auth, httpd.seen_paths = "ok", [], []
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd
@@ -217,3 +218,61 @@ def test_a_wrong_served_model_a_missing_key_or_ca_file_fail_the_load_clearly(mis
             client.load(ModelSpec(None)).result(10)
         assert e.value.kind == kind and words in str(e.value) and not e.value.transient
         client.shutdown()
+
+
+@pytest.fixture()
+def tls_misbehaving(tmp_path):
+    """The same server over https with a self-signed certificate for 127.0.0.1 (its PEM is the CA)."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Misbehaving)
+    httpd.mode, httpd.seen_auth, httpd.seen_paths = "ok", [], []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{httpd.server_address[1]}", cert
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_https_is_verified_and_a_ca_bundle_makes_a_private_ca_trusted(tls_misbehaving):
+    from inference.remote_http import EngineError
+    from inference.remote_openai import OpenAICompletionsClient
+
+    url, cert = tls_misbehaving
+    client = OpenAICompletionsClient(RemoteSpec("openai", url))
+    with pytest.raises(EngineError) as e:  # a certificate no system CA signed: refused, not ignored
+        client.load(ModelSpec(None)).result(10)
+    assert e.value.kind == "tls" and "caBundle" in str(e.value) and not e.value.transient
+    client.shutdown()
+    client = OpenAICompletionsClient(RemoteSpec("openai", url, ca_bundle=str(cert)))
+    assert client.load(ModelSpec(None)).result(10).max_context == 512
+    assert client.generate(_job()).result(10).stop_reason == "eos"
+    client.shutdown()
+
+
+def test_http_proxy_and_no_proxy_from_the_environment_are_honoured(misbehaving, monkeypatch):
+    from inference.remote_http import EngineError
+    from inference.remote_openai import OpenAICompletionsClient
+
+    proxy = f"http://127.0.0.1:{misbehaving.server_address[1]}"
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = OpenAICompletionsClient(RemoteSpec("openai", "http://gpu-box.invalid:8000"))
+    assert client.load(ModelSpec(None)).result(10).max_context == 512  # only the proxy could answer that
+    assert misbehaving.seen_paths == ["http://gpu-box.invalid:8000/v1/models"]
+    client.shutdown()
+    monkeypatch.setenv("NO_PROXY", "gpu-box.invalid")
+    client = OpenAICompletionsClient(RemoteSpec("openai", "http://gpu-box.invalid:8000"))
+    with pytest.raises(EngineError) as e:  # straight to the host, which does not exist
+        client.load(ModelSpec(None)).result(10)
+    assert e.value.kind == "unreachable" and len(misbehaving.seen_paths) == 1
+    client.shutdown()
