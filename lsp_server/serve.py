@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         # The client went away without `exit` (stdin closed): stop the generation in flight and the
         # worker first; a torch op still running on the worker thread at interpreter exit aborts.
         server.scheduler.cancel_all()
-        server.worker.shutdown(timeout=2.0)
+        if server.worker is not None:
+            server.worker.shutdown(timeout=2.0)
     return server.exit_code  # 1 after `exit` without `shutdown`; 0 when stdin just closed
 
 

@@ -110,8 +110,10 @@ class InfillServer(LanguageServer):
         self.exit_code = 0  # what `infill-ls serve` returns; 1 after `exit` without `shutdown`
         self.docs = DocumentStore()
         self.encoding = UTF16
-        self.worker = worker or in_process_engine()
-        self._engine_key: tuple = ("local",)  # Config.engine_key() of self.worker
+        # the engine is made at `initialize`, once the options say which backend: a server for a
+        # remote engine never imports torch
+        self.worker: EngineClient | None = worker
+        self._engine_key: tuple | None = ("local",) if worker is not None else None  # Config.engine_key() of it
         self.engine_failures: set[str] = set()  # kinds of engine failure already shown to the user
         self.model = model_state.ModelState()
         self.scheduler = RequestScheduler(DEFAULTS.rate_limit, DEFAULTS.debounce_ms)
@@ -157,14 +159,15 @@ class InfillServer(LanguageServer):
     def use_engine(self, config: Config) -> None:
         """The engine of the configured backend: a change of backend or endpoint replaces it."""
         key = config.engine_key()
-        if key == self._engine_key:
+        if self.worker is not None and key == self._engine_key:
             return
         old = self.worker
         self.worker = in_process_engine() if config.backend == "local" else remote_engine(RemoteSpec(
             config.backend, config.endpoint, config.served_model, config.api_key_env, config.ca_bundle))
         self._engine_key = key
         self.engine_failures.clear()
-        old.shutdown(timeout=0.5)
+        if old is not None:
+            old.shutdown(timeout=0.5)
 
     def engine_failed(self, error: Exception) -> None:
         """A remote engine's failure: one message per kind of failure until it answers again."""
@@ -217,7 +220,8 @@ class InfillServer(LanguageServer):
         self.docs.close(uri)
         self.scheduler.cancel_document(uri)
         self.typing.forget(uri)
-        self.worker.close_session(uri)  # frees the document's KV cache
+        if self.worker is not None:
+            self.worker.close_session(uri)  # frees the document's KV cache
 
     def forget_all_suggestions(self) -> None:
         self.scheduler.cancel_all()
@@ -226,7 +230,7 @@ class InfillServer(LanguageServer):
 
     def stats_json(self) -> dict:
         out = self.stats.to_json()
-        out.update(self.worker.snapshot())
+        out.update(self.worker.snapshot() if self.worker is not None else {"kvCacheBytes": 0, "kvSessions": 0})
         out["model"] = self.model.to_json()
         # what runs a decode step: "eager", "compiling" (eager until the compiled ops are swapped in), "compiled"
         out["model"]["decode"] = getattr(self.worker, "decode", None) if self.model.ready else None
@@ -250,6 +254,7 @@ def _lifecycle_features(server: InfillServer) -> None:
         encoding = ServerCapabilitiesBuilder.choose_position_encoding(params.capabilities)
         ls.encoding = str(encoding) if str(encoding) in SUPPORTED else UTF16
         ls._pending_warnings = ls.apply_options(params.initialization_options, initial=True)
+        ls.use_engine(ls.config)  # the local engine starts importing torch now, beside the handshake
 
     @server.feature(types.INITIALIZED)
     def initialized(ls: InfillServer, params: types.InitializedParams):
@@ -276,7 +281,8 @@ def _lifecycle_features(server: InfillServer) -> None:
     def exit_(ls: InfillServer, *args):
         ls.exit_code = 0 if ls.protocol._shutdown else 1  # the LSP spec: exit without shutdown -> 1
         ls.scheduler.cancel_all()
-        ls.worker.shutdown(timeout=1.0)
+        if ls.worker is not None:
+            ls.worker.shutdown(timeout=1.0)
 
 
 def _completion_features(server: InfillServer) -> None:

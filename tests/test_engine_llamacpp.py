@@ -201,6 +201,20 @@ def test_an_lsp_session_suggests_the_same_on_llama_server_as_on_the_local_engine
     assert last["reused_tokens"] >= last["prompt_tokens"] - 4 and last["prefill_tokens"] <= 4, last
 
 
+def test_a_server_for_a_remote_engine_never_loads_torch(llama_server):
+    """The editor side is torch-free: with a remote backend the LSP server process maps no libtorch
+    (it would hold ~250 MB per editor for nothing); with the local one it does."""
+    async def mapped_torch(options: dict) -> bool:
+        async with running_server(options) as lsp:
+            assert (await wait_model(lsp, 120))["model"]["status"] == "ready"
+            doc = Doc(lsp, "file:///t.py", SOURCE + "def main():\n    value = fib\n")
+            assert await doc.inline(doc.offset_of("fib\n") + 3)
+            return "libtorch" in Path(f"/proc/{lsp._server.pid}/maps").read_text()
+
+    assert not asyncio.run(mapped_torch({"backend": "llama.cpp", "endpoint": llama_server.url}))
+    assert asyncio.run(mapped_torch({}))
+
+
 def test_a_killed_server_gives_empty_answers_and_one_message_then_suggestions_again(binary, gguf_file):
     server = LlamaServer(binary, gguf_file, slots=1)
     server.start()

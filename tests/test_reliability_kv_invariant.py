@@ -195,6 +195,7 @@ def test_through_the_server_every_served_generation_equals_a_fresh_engines(famil
 
     DOCS = 5
     monkeypatch.delenv("INFILL_LS_NO_COMPILE", raising=False)
+    monkeypatch.setenv("INFILL_LS_COMPILE_MIN_MB", "0")  # the tiny models compile too, as a real one would
 
     from tests.reliability_inprocess import InProcessServer
 
