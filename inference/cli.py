@@ -33,7 +33,7 @@ def run_convert(argv: list[str]) -> int:
     p.add_argument("src", help="checkpoint folder (pytorch_model.bin or safetensors); 'default': the shipped model")
     p.add_argument("dst", nargs="?", help="new folder to write (not with --gguf)")
     p.add_argument("--gguf", metavar="OUT.gguf", help="write a GGUF file instead (gpt_bigcode models)")
-    p.add_argument("--outtype", choices=("f32", "bf16", "q8_0"), default="f32", help="GGUF weight type")
+    p.add_argument("--outtype", choices=("f32", "bf16", "q8_0", "q4_0"), default="f32", help="GGUF weight type")
     args = p.parse_args(argv)
     if args.gguf:
         if args.dst:

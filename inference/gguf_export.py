@@ -21,7 +21,7 @@ from .fim import fim_format
 from .loader import read_config, resolve_source
 from .tokenizer_files import load_tokenizer
 
-OUTTYPES = ("f32", "bf16", "q8_0")
+OUTTYPES = ("f32", "bf16", "q8_0", "q4_0")
 
 # Hugging Face GPTBigCode names -> llama.cpp's starcoder tensor names (src/llama-arch.cpp), per block
 # and for the whole model. The weight matrices keep their (out, in) layout: GGUF lists dimensions
@@ -101,12 +101,19 @@ def _write_tokenizer(writer, tok, vocab_size: int, where: Path) -> None:
 
 
 def _encode(array: np.ndarray, outtype: str):
-    """(data, raw dtype) for a tensor: vectors (norms, biases) stay f32, as llama.cpp's converter does."""
+    """(data, raw dtype) for a tensor: vectors (norms, biases) stay f32, as llama.cpp's converter does.
+
+    Matrices are quantized by the gguf package's own quantizers (`gguf.quants`): q8_0 and q4_0 work
+    in blocks of 32 along a row (one fp16 scale per block), so every row length must be a multiple
+    of 32; all of GPTBigCode's are (widths and head sizes are multiples of 64).
+    q4_0 is applied to every matrix, the embedding and position tables included (llama-quantize
+    would keep the output/embedding matrix at a higher precision; this writer is uniform)."""
     import gguf
 
     if outtype == "f32" or array.ndim < 2:
         return array.astype(np.float32), None
-    qtype = gguf.GGMLQuantizationType.BF16 if outtype == "bf16" else gguf.GGMLQuantizationType.Q8_0
+    qtype = {"bf16": gguf.GGMLQuantizationType.BF16, "q8_0": gguf.GGMLQuantizationType.Q8_0,
+             "q4_0": gguf.GGMLQuantizationType.Q4_0}[outtype]
     return gguf.quants.quantize(array.astype(np.float32), qtype), qtype
 
 
@@ -147,7 +154,8 @@ def export_gguf(source, out: str | Path, outtype: str = "f32") -> Path:
     writer.add_head_count_kv(1)
     writer.add_layer_norm_eps(eps)
     writer.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "bf16": gguf.LlamaFileType.MOSTLY_BF16,
-                          "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[outtype])
+                          "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+                          "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[outtype])
     _write_tokenizer(writer, tok, int(cfg.get("vocab_size") or 0), folder)
     written = set()
     for hf_name, t in tensors.items():
