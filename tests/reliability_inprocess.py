@@ -48,7 +48,8 @@ class InProcessServer:
             try:
                 self.server.start_io(server_in, server_out)
             finally:
-                self.server.worker.shutdown(timeout=2.0)
+                if self.server.worker is not None:  # made at initialize
+                    self.server.worker.shutdown(timeout=2.0)
                 for f in (server_in, server_out):
                     try:
                         f.close()

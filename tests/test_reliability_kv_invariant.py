@@ -201,19 +201,20 @@ def test_through_the_server_every_served_generation_equals_a_fresh_engines(famil
 
     folder = BUILDERS[family](tmp_path / family)
     ips = InProcessServer()
-    client, worker = ips.client, ips.server.worker
+    client = ips.client
     records = []
-    run_job = worker._do_generate
-
-    def recording(job):
-        result = run_job(job)
-        records.append((list(job.prompt_ids), job.params, result))
-        return result
-
-    worker._do_generate = recording
     try:
         client.initialize({"model": str(folder), "kvBudgetMb": 1, "maxNewTokensSingleLine": 6,
                            "maxNewTokensMultiLine": 6, "requestTimeoutMs": 5000})
+        worker = ips.server.worker  # made at initialize, for the backend the options name
+        run_job = worker._do_generate
+
+        def recording(job):
+            result = run_job(job)
+            records.append((list(job.prompt_ids), job.params, result))
+            return result
+
+        worker._do_generate = recording
         assert client.wait_model()["model"]["status"] == "ready"
         # the server serves eagerly while it compiles in the background; the scenario runs once the
         # compiled decode is swapped in (tests/test_startup.py covers the swap itself)
