@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from inference import quantize as qz
-from inference.api import ModelError
+from inference.api import GenerationJob, ModelError, ModelSpec
 from inference.engine import Engine, GenerationParams
 from inference.kv_cache import SessionKV
 from inference.loader import load_model, pick_device_dtype
+from inference.worker import InferenceWorker
 from lsp_server.config import parse_config
 from tests.compiled import KINDS, assert_ran_compiled, load_compiled
 from tests.server_harness import Doc, running_server, stats, wait_model
@@ -158,6 +159,22 @@ def test_the_int_mm_kernel_runs_a_whole_model_eager_and_compiled(family_models, 
     assert_ran_compiled(compiled)
     assert rel_error(step, decode_step_logits(ref, ids)) < MAX_REL_LOGITS_ERROR
     assert rel_error(step, decode_step_logits(eager, ids)) < SAME_MODEL_TWO_BUILDS
+
+
+def test_the_server_worker_builds_the_compiled_int8_decode_in_the_background(starcoder, monkeypatch):
+    """The server's path: ready eager, the compiled int8 ops built on their own thread (through the
+    ops' `prepare`) and swapped in, then a generation runs them."""
+    monkeypatch.delenv("INFILL_LS_NO_COMPILE", raising=False)
+    monkeypatch.setenv("INFILL_LS_COMPILE_MIN_MB", "0")  # compile a tiny model too
+    w = InferenceWorker()
+    try:
+        assert w.load(ModelSpec(str(starcoder), "cpu", "int8", 2**22)).result(120).dtype == "int8"
+        assert w.compiled_swap.result(300) is True and w.decode == "compiled"
+        job = GenerationJob([5, 17, 33, 2, 91, 40, 7, 12], GenerationParams(max_new_tokens=6))
+        assert w.generate(job).result(120).token_ids
+        assert_ran_compiled(w.lm)
+    finally:
+        w.shutdown()
 
 
 def _resident_bytes() -> int:
