@@ -231,16 +231,14 @@ def int8_linear(x: torch.Tensor, w: Int8Linear, b: torch.Tensor | None = None) -
 def _fbgemm_rows(x: torch.Tensor, w: Int8Linear, b: torch.Tensor | None) -> torch.Tensor:
     """Many rows (a prefill, eager): FBGEMM picks one activation scale for the whole call, so each
     row is divided by its own absmax first and the product multiplied back by it (the product is
-    linear in each row): every row uses the whole 8-bit range. Written for few passes over the
-    rows (the first build's abs/div/mul/cast passes took a quarter of a 512-token prefill)."""
-    # amax and amin read the rows without a temporary (aminmax is unvectorized for bf16: 8x slower)
-    r = torch.maximum(x.amax(-1, keepdim=True), -x.amin(-1, keepdim=True)).float()
-    r = r.clamp_min(torch.finfo(torch.float32).tiny)
-    y = torch.ops.infill_ls.int8_linear(x / r, w.tensors[0], w.out_features)  # x / r: fp32, one pass
-    out = torch.empty(y.shape, dtype=x.dtype)
-    if b is None:
-        return torch.mul(y, r, out=out)
-    return torch.addcmul(b, y, r, out=out)  # b + y * r, cast to x.dtype in the same pass
+    linear in each row): every row uses the whole 8-bit range. In place on the fresh fp32 copies,
+    the fastest of the forms measured (x / r with x bf16, aminmax, addcmul: 1.5-4x slower here)."""
+    xf = x.float() if x.dtype != torch.float32 else x.clone()
+    r = xf.abs().amax(-1, keepdim=True).clamp_min_(torch.finfo(torch.float32).tiny)
+    y = torch.ops.infill_ls.int8_linear(xf.div_(r), w.tensors[0], w.out_features).mul_(r)
+    if b is not None:
+        y.add_(b)
+    return y.to(x.dtype)
 
 
 def linear(x: torch.Tensor, w, b: torch.Tensor | None = None) -> torch.Tensor:
