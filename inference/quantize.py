@@ -5,18 +5,19 @@ and the KV cache (the model runs like its bfloat16 build except for the matrix p
 
 The matrix products are 8-bit on both sides: each call quantizes its input rows on the fly (one
 scale per row, from the row's absmax) and multiplies int8 by int8 into int32, then scales back to
-fp32. Weight-only kernels (int8 weights widened to bf16/fp32 in registers) were measured and were
-slower than the bf16 GEMV here; the int8 x int8 products use the CPU's VNNI dot products, which
-also makes a prefill about 1.6x faster than bf16 on this CPU (no AMX). Kernels, picked once per
-process (`best_kernel`):
+fp32. Weight-only kernels (int8 weights widened in registers: torch._weight_int8pack_mm, an inductor
+row reduction) were measured and were no faster than the compiled bf16 GEMV here; the int8 x int8
+products use the CPU's VNNI dot products. Measured per matrix, 2 threads, weights read from memory:
+one row 2048x8192 0.64 ms against the compiled bf16 GEMV's 1.09, 768x3072 0.125 against 0.146,
+3072x768 0.128 against 0.240, the 768x49152 head 1.5 against 2.3; 512 rows (one thread) 1.6x
+faster than bf16 F.linear (no AMX on this CPU). Kernels, picked once per process (`best_kernel`):
 
 - "fbgemm": torch's FBGEMM dynamic-quantized linear (`quantized::linear_dynamic` on a prepacked
-  weight). Fastest: a tiny_starcoder-shaped decode matrix reads its weights at about 1.5-2x the speed of
-  the compiled bf16 GEMV (bench figures in the README). Its packed weight is a TorchScript object, not a tensor, so the
-  compiled decode ops reach it through a custom op (`infill_ls::int8_linear`) that takes a handle
-  tensor: an index into `_PACKED`. FBGEMM quantizes a whole input tensor with one scale, so a
-  many-row call (a prefill) divides every row by its own absmax first and multiplies it back after,
-  which gives each row its own scale.
+  weight), the fastest int8 kernel at every shape measured. Its packed weight is a TorchScript
+  object, not a tensor, so the compiled decode ops reach it through a custom op
+  (`infill_ls::int8_linear`) that takes a handle tensor: an index into `_PACKED`. FBGEMM quantizes
+  a whole input tensor with one scale, so a many-row call (a prefill) divides every row by its own
+  absmax first and multiplies it back after, which gives each row its own scale.
 - "int_mm": `torch._int_mm` (oneDNN) on a plain int8 weight, the row quantization written out in
   torch ops (inductor fuses it into the neighbouring kernels). Used where FBGEMM is missing (a
   non-x86 build) or its prepacking fails: torch 2.13 deprecates the quantized tensor dtypes that
@@ -138,8 +139,9 @@ def _define_op() -> None:
 
 
 class _FbgemmEngine:
-    """torch.backends.quantized.engine set to "fbgemm" while packing (x86's default "x86" engine
-    may pick oneDNN for some shapes), then restored."""
+    """torch.backends.quantized.engine set to "fbgemm" while packing, then restored: the packed
+    weight is FBGEMM's whichever engine the process has set (x86's default "x86" engine chooses
+    between FBGEMM and oneDNN by itself)."""
 
     def __enter__(self):
         self.before = torch.backends.quantized.engine
