@@ -4,9 +4,11 @@ Shapes: codegen-350M (CodeGen, 20 x 1024, vocab 51200) and tiny_starcoder_py (GP
 20 x 768, vocab 49152). For each dtype: prefill of 512 tokens, and per-token greedy decode after that
 prompt; the floor is the bytes of weights one decode step must read / memory read bandwidth, measured
 in the same round (on a shared machine it moves from minute to minute). Rounds alternate transformers
-and infill-ls; each figure is the best of --rounds.
+and infill-ls; each figure is the best of --rounds. int8 (8-bit linear weights, inference.quantize)
+has no transformers counterpart here: its row is timed beside transformers in float32, whose greedy
+tokens are its reference. "weights MB": what the model holds (8-bit weights, embeddings, norms).
 
-    nice -n 10 python bench/engine.py [--shapes codegen-350M tiny_starcoder] [--dtypes float32 bfloat16]
+    nice -n 10 python bench/engine.py [--shapes codegen-350M tiny_starcoder] [--dtypes float32 bfloat16 int8]
                                       [--threads N] [--rounds 3]
 """
 
@@ -24,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inference.engine import Engine, GenerationParams  # noqa: E402
 from bench.scratch import scratch_dir  # noqa: E402
 from inference.loader import load_model  # noqa: E402
+from inference.quantize import Int8Linear  # noqa: E402
 from tests.checkpoints import save_weights, train_byte_level_bpe  # noqa: E402
 
 SHAPES = {
@@ -68,24 +71,33 @@ def decode_bytes(lm) -> int:
     """Weight bytes one decode step reads: everything but the input embedding/position tables
     (only one row is read), counting a tied head once."""
     m = lm.model
-    seen, total = set(), 0
     skip = {id(getattr(m, n)) for n in ("wte", "wpe") if hasattr(m, n)} - {id(m.head)}
-    for t in _tensors(m):
-        if id(t) in seen or id(t) in skip:
-            continue
-        seen.add(id(t))
-        total += t.numel() * t.element_size()
+    return _bytes(t for t in _tensors(m) if id(t) not in skip)
+
+
+def weight_bytes(lm) -> int:
+    """Bytes of every weight the model holds (embeddings included), each counted once."""
+    return _bytes(_tensors(lm.model))
+
+
+def _bytes(weights) -> int:
+    seen, total = set(), 0
+    for t in weights:
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.nbytes  # a tensor's, or an Int8Linear's 8-bit weight and scales
     return total
 
 
 def _tensors(m):
     for v in vars(m).values():
-        if isinstance(v, torch.Tensor) and v.dtype.is_floating_point and v.dim() == 2 and v.shape[0] > 64:
+        if isinstance(v, Int8Linear) or (isinstance(v, torch.Tensor) and v.dtype.is_floating_point and v.dim() == 2
+                                          and v.shape[0] > 64):
             yield v
         elif isinstance(v, list):
             for layer in v:
                 for t in vars(layer).values():
-                    if isinstance(t, torch.Tensor):
+                    if isinstance(t, (torch.Tensor, Int8Linear)):
                         yield t
                     elif hasattr(t, "weight_tensors"):
                         yield from t.weight_tensors()
@@ -136,11 +148,14 @@ def greedy_agreement(eng, ref, ids, n=16) -> int:
     return same
 
 
+REFERENCE_DTYPE = {"int8": "float32"}  # transformers' dtype beside each of ours (default: the same)
+
+
 def measure(folder, dtype, ids, new_tokens, rounds):
     """Interleaved rounds (transformers, infill-ls, ...) so both see the same machine load; best of each."""
     from tests.checkpoints import load_reference
 
-    ref = load_reference(folder, dtype=getattr(torch, dtype))
+    ref = load_reference(folder, dtype=getattr(torch, REFERENCE_DTYPE.get(dtype, dtype)))
     lm = load_model(folder, dtype=dtype)
     lm.eos_token_ids = ()  # random weights: never stop early
     eng = Engine(lm)
@@ -156,13 +171,13 @@ def measure(folder, dtype, ids, new_tokens, rounds):
     agree = greedy_agreement(eng, ref, ids)
     best = lambda xs: (min(x[0] for x in xs), min(x[1] for x in xs))  # noqa: E731
     paired = min(range(rounds), key=lambda i: ours[i][1] / floors[i])  # the round closest to its floor
-    return best(ours), best(hf), floors[paired], ours[paired][1] / floors[paired], agree
+    return best(ours), best(hf), floors[paired], ours[paired][1] / floors[paired], agree, weight_bytes(lm) / 1e6
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16", "int8"])
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
@@ -186,20 +201,22 @@ def main(argv=None) -> int:
 
 
 HEADER = (f"{'shape':<15}{'dtype':<10}{'prefill ms':>11}{'(hf)':>9}{'ratio':>7}"
-          f"{'decode ms':>11}{'(hf)':>8}{'ratio':>7}{'floor ms':>10}{'x floor':>9}{'same greedy':>13}")
+          f"{'decode ms':>11}{'(hf)':>8}{'ratio':>7}{'floor ms':>10}{'x floor':>9}{'same greedy':>13}"
+          f"{'weights MB':>12}")
 
 
-def print_row(shape, dtype, ours, hf, floor, x_floor, agree):
+def print_row(shape, dtype, ours, hf, floor, x_floor, agree, megabytes):
     print(f"{shape:<15}{dtype:<10}{ours[0]:>11.1f}{hf[0]:>9.1f}{hf[0] / ours[0]:>6.2f}x"
-          f"{ours[1]:>11.1f}{hf[1]:>8.1f}{hf[1] / ours[1]:>6.2f}x{floor:>10.1f}{x_floor:>8.2f}x{agree:>10}/16",
-          flush=True)
+          f"{ours[1]:>11.1f}{hf[1]:>8.1f}{hf[1] / ours[1]:>6.2f}x{floor:>10.1f}{x_floor:>8.2f}x{agree:>10}/16"
+          f"{megabytes:>12.0f}", flush=True)
 
 
 def print_table(rows):
     print("ratio = transformers time / infill-ls time (above 1: infill-ls faster)\n"
           "floor = weight bytes a decode step reads / read bandwidth measured in the same round; "
           "x floor = that round's decode / its floor\n"
-          "same greedy = leading greedy tokens identical to transformers (of 16)")
+          "same greedy = leading greedy tokens identical to transformers (of 16); int8 rows: transformers in "
+          "float32\nweights MB = what the model holds (8-bit linear weights for int8, embeddings and norms in bf16)")
     print(HEADER)
     for r in rows:
         print_row(*r)

@@ -26,6 +26,9 @@ read row by row and accumulated in fp32) and, for a multi-head model, the compil
 decode threads. With compiling off: eager `F.linear` blocks and SDPA (in fp32 for one query row per
 kv head, attention.attend).
 
+dtype "int8" (8-bit linear weights, inference.quantize) gets bfloat16's choice, the dtype of its
+activations: the same compiled ops, whose graphs call the int8 kernel where a GEMV would be.
+
 One override for tests and tools: `load_model(..., acceleration=Acceleration(...))` (or
 `Engine(lm, acceleration=...)`) instead of environment variables or attributes. `Acceleration()` is
 everything off (eager blocks, SDPA, no thread switch, the model's dtype); `dataclasses.replace(

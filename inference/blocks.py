@@ -14,6 +14,10 @@
   If compiling fails (no C++ compiler...), the eager build is used. Whether they run at all
 (INFILL_LS_NO_COMPILE=1, the device, the dtype) is decided in inference.acceleration.
 
+A weight is a tensor or an 8-bit `inference.quantize.Int8Linear` (`dtype: "int8"`): the ops call
+`quantize.linear` eagerly, and a compiled op takes an Int8Linear's tensors as graph inputs and calls
+its int8 kernel (an extern call inside the graph) instead of the row reduction.
+
 Attention stays outside: it touches the KV cache.
 """
 
@@ -26,6 +30,8 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 import torch.utils._pytree as pytree
+
+from .quantize import Int8Linear, int8_linear, linear
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +97,39 @@ def ops_taking_lin(act) -> dict:
 
 
 def eager_ops(act) -> SimpleNamespace:
-    return SimpleNamespace(**{name: partial(fn, F.linear) for name, fn in ops_taking_lin(act).items()})
+    """The ops with the eager GEMV (F.linear, or the int8 kernel for an Int8Linear weight)."""
+    return SimpleNamespace(**{name: partial(fn, linear) for name, fn in ops_taking_lin(act).items()})
+
+
+def _flatten(args) -> tuple[list[torch.Tensor], tuple]:
+    """An op's arguments -> (the tensors a compiled graph takes, in order; the key of its build):
+    an Int8Linear contributes its tensors, and its signature to the key; other non-tensors (eps, a
+    missing bias) are part of the key and baked into the graph."""
+    tensors, key = [], []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            tensors.append(a)
+            key.append((a.shape, a.dtype))
+        elif isinstance(a, Int8Linear):
+            tensors.extend(a.tensors)
+            key.append((a.signature, tuple((t.shape, t.dtype) for t in a.tensors)))
+        else:
+            key.append(a)
+    return tensors, tuple(key)
+
+
+def _rebuild(args, tensors) -> list:
+    """`args` with their tensors (and Int8Linears' tensors) replaced by `tensors`, in _flatten's order."""
+    it = iter(tensors)
+    out = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            out.append(next(it))
+        elif isinstance(a, Int8Linear):
+            out.append(Int8Linear.rebuild(a.signature, [next(it) for _ in a.tensors]))
+        else:
+            out.append(a)
+    return out
 
 
 class _CompiledOrEager:
@@ -124,14 +162,9 @@ class _CompiledOrEager:
                 self.compiled = None
         return self.eager(*args)
 
-    @staticmethod
-    def _key(args):
-        return tuple((a.shape, a.dtype) if isinstance(a, torch.Tensor) else a for a in args)
-
     def _run(self, args):
-        key = self._key(args)
+        tensors, key = _flatten(args)
         fn = self.compiled.get(key)
-        tensors = [a for a in args if isinstance(a, torch.Tensor)]
         if fn is None:
             if self.deferred:
                 return self.eager(*args)
@@ -142,8 +175,7 @@ class _CompiledOrEager:
         """Compile for these arguments into `pending` (not yet used by calls) and return the compiled
         result; on a compiler failure remember it (swap makes it final) and return the eager result."""
         if self.failed is None and self.compiled is not None:
-            key = self._key(args)
-            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            tensors, key = _flatten(args)
             try:
                 fn = self.pending.get(key) or self.compiled.get(key)
                 if fn is None:
@@ -171,10 +203,11 @@ class _CompiledOrEager:
         import torch._inductor
         from torch.fx.experimental.proxy_tensor import make_fx
 
-        slots = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
         gemv_inputs = []
 
         def lin(x, w, b=None):
+            if isinstance(w, Int8Linear):  # an extern kernel: its input is stored anyway
+                return int8_linear(x, w, b)
             gemv_inputs.append(x)
             return rowwise_linear(x, w, b)
 
@@ -182,9 +215,7 @@ class _CompiledOrEager:
 
         def with_constants(*ts):
             nonlocal tree
-            full = list(args)
-            for i, t in zip(slots, ts):
-                full[i] = t
+            full = _rebuild(args, ts)
             gemv_inputs.clear()
             outs, tree = pytree.tree_flatten(self.fn(lin, *full))
             return (*outs, *gemv_inputs)  # the extra outputs get stored, not recomputed for each row

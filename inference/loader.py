@@ -3,6 +3,8 @@
 The family is detected from config.json's model_type and the tokenizer's special tokens
 (gpt_bigcode with hyphenated FIM tokens -> santacoder; codegen with <mask_1>/<eom> -> codegen2);
 `family=` overrides it. Only safetensors or torch.load(weights_only=True) are read; no remote code.
+dtype "int8" (CPU): the model is built in bfloat16 and its linear weights are then quantized to 8
+bits in place (inference.quantize); `lm.dtype` is bfloat16 (activations, KV cache), `lm.weights` "int8".
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .checkpoint_config import bos_ids, detect_family, eos_token_ids, read_confi
 from .fim import FimFormat, fim_format
 from .kv_cache import KVSpec, SessionKV
 from .models import MODEL_CLASSES
+from .quantize import quantize_model
 from .tokenizer_files import load_tokenizer
 from .weights import WeightMap, read_checkpoint
 
@@ -26,7 +29,8 @@ __all__ = ["DEFAULT_MODEL_DIR", "FAMILIES", "LanguageModel", "ModelError", "load
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 FAMILIES = ("codegen", "codegen2", "gpt_bigcode", "santacoder", "xglm")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.int8}
+INT8_ACTIVATIONS = torch.bfloat16  # what an int8 model computes and caches in (its embeddings, norms, biases too)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -34,8 +38,9 @@ class LanguageModel:
     """A loaded model: tokenizer, family facts and the forward pass (token ids only)."""
 
     def __init__(self, family: str, config: dict, tokenizer, model, device: torch.device, dtype: torch.dtype,
-                 path: Path, acceleration: Acceleration | None = None):
+                 path: Path, acceleration: Acceleration | None = None, weights: str | None = None):
         self.family = family
+        self.weights = weights  # "int8": 8-bit linear weights (inference.quantize); None: all in `dtype`
         self.acceleration = acceleration or Acceleration()  # what the model was built with (inference.acceleration)
         self.config = config
         self.tokenizer = tokenizer
@@ -52,7 +57,12 @@ class LanguageModel:
     def info(self) -> ModelInfo:
         """The model as the editor side sees it (inference.api): data only, no weights."""
         return ModelInfo(self.family, self.tokenizer.to_str(), self.fim, tuple(self.bos_ids), self.eos_token_ids,
-                         self.max_context, str(self.device), str(self.dtype).removeprefix("torch."))
+                         self.max_context, str(self.device), self.dtype_name)
+
+    @property
+    def dtype_name(self) -> str:
+        """The dtype as the user names it: "int8" for 8-bit weights, else the torch dtype's name."""
+        return self.weights or str(self.dtype).removeprefix("torch.")
 
     def kv_spec(self) -> KVSpec:
         m = self.model
@@ -79,7 +89,7 @@ class LanguageModel:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
     def __repr__(self) -> str:
-        return f"LanguageModel({self.family}, {self.path}, {self.device}, {self.dtype})"
+        return f"LanguageModel({self.family}, {self.path}, {self.device}, {self.dtype_name})"
 
 
 def resolve_source(source) -> Path:
@@ -124,12 +134,15 @@ def _from_hub(repo_id: str) -> Path:
 
 
 def pick_device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
+    """(device, dtype) from names; torch.int8 stands for 8-bit weights ("int8", CPU only)."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise ModelError(f"unknown device {device!r} (use cpu or cuda)") from None
     if dev.type not in ("cpu", "cuda"):
         raise ModelError(f"unsupported device {device!r} (use cpu or cuda)")
+    if dtype in ("int8", torch.int8) and dev.type != "cpu":
+        raise ModelError(f"dtype int8 runs on CPU only (torch's int8 CPU kernels); on {dev.type} use bfloat16 or float16")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(f"device {device!r} asked for, but CUDA is not available here (use --device cpu)")
     if dtype in (None, "auto"):
@@ -139,7 +152,7 @@ def pick_device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
     if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
         return dev, dtype
     if dtype not in DTYPES:
-        raise ModelError(f"unknown dtype {dtype!r} (use auto, float32, bfloat16 or float16)")
+        raise ModelError(f"unknown dtype {dtype!r} (use auto, float32, bfloat16, float16 or int8)")
     return dev, DTYPES[dtype]
 
 
@@ -152,8 +165,11 @@ def load_model(source=None, device="cpu", dtype="auto", family: str | None = Non
     seconds of compiling on the first decode; a one-shot caller (`infill-ls complete`) turns it off.
     `prefill_dtype`: "model" (long prefills in the model's dtype) or "auto" (the server's choice:
     bf16 autocast where it pays). `compile_in_background`: the compiled ops wait to be built and
-    swapped in by the caller (the server's worker), eager until then."""
+    swapped in by the caller (the server's worker), eager until then. dtype "int8": built in
+    bfloat16, then the linear weights quantized (see the module docstring)."""
     dev, dt = pick_device_dtype(device, dtype)
+    weights_8bit = dt == torch.int8
+    dt = INT8_ACTIVATIONS if weights_8bit else dt
     try:
         acc = acceleration or choose(dev, dt, compile_decode=compile_decode, prefill_dtype=prefill_dtype,
                                      compile_in_background=compile_in_background)
@@ -172,4 +188,6 @@ def load_model(source=None, device="cpu", dtype="auto", family: str | None = Non
     weights = WeightMap(tensors, origin, dt, dev)
     model = model_class(config, weights, acc)
     weights.finish()
-    return LanguageModel(fam, cfg, tokenizer, model, dev, dt, folder, acc)
+    if weights_8bit:
+        quantize_model(model)
+    return LanguageModel(fam, cfg, tokenizer, model, dev, dt, folder, acc, weights="int8" if weights_8bit else None)

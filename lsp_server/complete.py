@@ -53,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=defaults.top_p)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16 or int8 (8-bit weights, CPU)")
     p.add_argument("--stop", nargs="+", action="extend", default=[], metavar="STR", help="stop strings")
     p.add_argument("--raw", action="store_true", help="the model's output as it comes, not shaped")
     p.add_argument("--json", action="store_true", help="print one JSON object with ids and timings")

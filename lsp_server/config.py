@@ -16,7 +16,7 @@ from inference.api import BACKENDS, FIM_FORMAT_NAMES
 
 LOG_LEVELS = ("error", "warning", "info", "debug", "trace")
 DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")  # int8: 8-bit linear weights, CPU (inference.quantize)
 PREFILL_DTYPES = ("auto", "model")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 SETTINGS_SECTIONS = ("infill", "infillLs", "infill-ls")

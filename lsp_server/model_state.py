@@ -44,6 +44,7 @@ class ModelState:
         return {"status": self.status, "source": self.source_label, "error": self.error,
                 "family": self.info.family if self.info else None,
                 "maxContext": self.info.max_context if self.info else None,
+                "dtype": self.info.dtype if self.info else None,
                 "layout": self.builder.layout if self.builder else None}
 
 
