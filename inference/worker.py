@@ -77,6 +77,8 @@ def weight_bytes(model) -> int:
         seen.add(id(obj))
         if isinstance(obj, torch.Tensor):
             total += obj.numel() * obj.element_size()
+        elif isinstance(getattr(obj, "nbytes", None), int) and hasattr(obj, "out_features"):
+            total += obj.nbytes  # an 8-bit weight (inference.quantize.Int8Linear): its packed bytes
         elif isinstance(obj, (list, tuple)):
             stack.extend(obj)
         elif isinstance(obj, dict):
