@@ -139,3 +139,21 @@ def favour_printable_tokens(folder, forbid: str = "", suppress_specials: bool = 
         tensors["lm_head.bias"][bad] = -30.0
     save_file(tensors, str(path), metadata={"format": "pt"})
     json.loads((folder / "config.json").read_text())  # still a valid checkpoint folder
+
+
+async def suggest_then_lose_the_engine(lsp, text: str, after: str, stop_engine, backend: str, url: str):
+    """A suggestion at the end of `after` in `text`, then the remote engine stopped (`stop_engine()`):
+    two typed keys get empty answers and the user one message naming `url`. Returns (doc, cursor)."""
+    assert (await wait_model(lsp, 60))["model"]["status"] == "ready"
+    doc = Doc(lsp, "file:///k.py", text)
+    cursor = doc.offset_of(after) + len(after)
+    assert await doc.inline(cursor)
+    stop_engine()
+    for ch in "on":
+        doc.insert(cursor, ch)
+        cursor += 1
+        assert await doc.inline(cursor) == []
+    await asyncio.sleep(0.2)  # the server's message is on its way before its answer; let it land
+    messages = [m.message for m in lsp.messages if f"{backend} engine failed" in m.message]
+    assert len(messages) == 1 and url in messages[0], messages
+    return doc, cursor

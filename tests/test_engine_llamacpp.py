@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from inference.api import GenerationJob, GenerationParams, ModelSpec
-from tests.server_harness import Doc, running_server, stats, wait_for, wait_model
+from tests.server_harness import Doc, running_server, stats, suggest_then_lose_the_engine, wait_for, wait_model
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("INFILL_LLAMA_SERVER_DIR", Path.home() / ".cache/infill-ls-ci/llama-server"))
@@ -221,19 +221,8 @@ def test_a_killed_server_gives_empty_answers_and_one_message_then_suggestions_ag
 
     async def session():
         async with running_server({"backend": "llama.cpp", "endpoint": server.url}) as lsp:
-            assert (await wait_model(lsp, 60))["model"]["status"] == "ready"
-            doc = Doc(lsp, "file:///k.py", SOURCE + "def main():\n    value = fib\n")
-            cursor = doc.offset_of("fib\n") + 3
-            assert await doc.inline(cursor)
-            server.stop()
-            for ch in "on":
-                doc.insert(cursor, ch)
-                cursor += 1
-                assert await doc.inline(cursor) == []
-            await asyncio.sleep(0.2)  # the server's message is on its way before its answer; let it land
-            messages = [m.message for m in lsp.messages]
-            engine_messages = [m for m in messages if "llama.cpp engine failed" in m]
-            assert len(engine_messages) == 1 and server.url in engine_messages[0], messages
+            doc, cursor = await suggest_then_lose_the_engine(lsp, SOURCE + "def main():\n    value = fib\n", "fib",
+                                                             server.stop, "llama.cpp", server.url)
             server.start()
             doc.insert(cursor, "a")
             assert await doc.inline(cursor + 1), "no suggestion after the server came back"

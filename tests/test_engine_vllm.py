@@ -17,7 +17,7 @@ import time
 import pytest
 
 from inference.api import GenerationJob, GenerationParams, ModelSpec, RemoteSpec
-from tests.server_harness import Doc, running_server, stats, wait_for, wait_model
+from tests.server_harness import Doc, running_server, stats, suggest_then_lose_the_engine, wait_for, wait_model
 from tests.vllm_server import start_vllm_server, vllm_cache_dir, vllm_python
 
 KEY_ENV = "INFILL_TEST_VLLM_KEY"
@@ -249,19 +249,12 @@ def test_a_killed_vllm_gives_empty_answers_and_one_message_then_suggestions_agai
 
     async def session():
         async with running_server({"backend": "vllm", "endpoint": server.url, "apiKeyEnv": KEY_ENV}) as lsp:
-            assert (await wait_model(lsp, 60))["model"]["status"] == "ready"
-            doc = Doc(lsp, "file:///k.py", SOURCE + "def main():\n    value = fib\n")
-            cursor = doc.offset_of("fib\n") + 3
-            assert await doc.inline(cursor)
-            server.kill()
-            server.stop()
-            for ch in "on":
-                doc.insert(cursor, ch)
-                cursor += 1
-                assert await doc.inline(cursor) == []
-            await asyncio.sleep(0.2)  # the server's message is on its way before its answer; let it land
-            engine_messages = [m.message for m in lsp.messages if "vllm engine failed" in m.message]
-            assert len(engine_messages) == 1 and server.url in engine_messages[0], engine_messages
+            def crash():
+                server.kill()
+                server.stop()
+
+            doc, cursor = await suggest_then_lose_the_engine(lsp, SOURCE + "def main():\n    value = fib\n", "fib",
+                                                             crash, "vllm", server.url)
             vllm["server"] = await asyncio.to_thread(_start, port)
             doc.insert(cursor, "a")
             assert await doc.inline(cursor + 1), "no suggestion after the server came back"
