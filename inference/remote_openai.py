@@ -88,10 +88,10 @@ class OpenAICompletionsClient(RemoteEngine):
         usage: dict = {}
         reason = "max_tokens"
         budget = max(1, p.max_new_tokens)  # a prefill (0) asks for one token: the prompt is cached all the same
-        if p.first_token_ids:  # token healing: the first token among these, then go on freely
+        if p.first_token_ids and p.max_new_tokens > 0:  # token healing: the first token among these, then freely
             reason, usage = self._stream(job, list(job.prompt_ids), 1, stops, generated, deadline, p.first_token_ids)
             budget -= len(generated)
-        if reason == "max_tokens" and budget > 0 and p.max_new_tokens > 0:
+        if reason == "max_tokens" and budget > 0:
             first_usage = usage
             reason, usage = self._stream(job, list(job.prompt_ids) + generated, budget, stops, generated, deadline)
             usage = first_usage or usage  # the healed request's figures are the prompt's

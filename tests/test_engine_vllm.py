@@ -94,6 +94,12 @@ def test_keystrokes_hit_vllms_prefix_cache(shipped_engine, client, vllm):
     hits = after["prefix_cache_hits"] - before["prefix_cache_hits"]
     assert hits >= typed.prompt_tokens - BLOCK, (hits, typed)
     assert typed.reused_tokens == hits and typed.prefill_tokens <= BLOCK, typed
+    # a prefetch (a prefill, nothing generated) warms vLLM's cache for the place
+    warm = lm.fim.spm(lm.encode_plain("# another place\n" + SOURCE * 3), [])
+    prefetched = c.prefill(GenerationJob(warm, params)).result(30)
+    assert prefetched.token_ids == [] and prefetched.prompt_tokens == len(warm)
+    again = c.generate(GenerationJob(warm, params)).result(30)
+    assert again.reused_tokens >= len(warm) - BLOCK, again
 
 
 def test_a_cancelled_request_stops_generating_on_vllm(shipped_engine, client, vllm):
