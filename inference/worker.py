@@ -33,16 +33,6 @@ class WorkerClosed(RuntimeError):
     pass
 
 
-def release_freed_memory() -> None:
-    """Give the heap's free pages back to the system (glibc's malloc_trim; nothing elsewhere)."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 COMPILE_MIN_MB = 64.0  # weights below this decode eagerly in the server (see compile_pays)
 
 
@@ -222,6 +212,8 @@ class InferenceWorker:
         t1 = time.perf_counter()
         if not spec.one_shot:
             _warm_up(engine, lm)
+            from inference.quantize import release_freed_memory
+
             release_freed_memory()  # loading's temporaries (a few MB): idle RSS is what the user sees
         t2 = time.perf_counter()
         log.debug("load: model %.3f s, warm-up %.3f s", t1 - t0, t2 - t1)
