@@ -1,17 +1,27 @@
-"""Completion quality: fill-in-the-middle tasks cut from the held-out stdlib files.
+"""Completion quality: fill-in-the-middle tasks cut from files the default model never trained on.
 
-    python bench/quality.py                       # the shipped default model
+    python bench/quality.py                       # the shipped default model, held-out stdlib files
     python bench/quality.py --model PATH_OR_HUB_ID --tasks 300 --seed 0
+    python bench/quality.py --split packages --lang javascript
+
+Splits (``--split``; the corpus ones need ``training.corpus`` built, which fetches and caches it):
+
+* ``stdlib``: held-out files of the standard library (a fixed hash of the path), as before.
+* ``files``: held-out files of the registry packages the model trained on (hash of package and path).
+* ``packages``: every file of packages never trained on (the ones infill-ls itself installs: httpx,
+  pygls, pytest, rich, vscode-languageclient, ...): code from projects the model has never seen.
+
+``--lang`` picks one language of the split (python, javascript, typescript, lua, go, rust, c, ...).
 
 Tasks, in the style of HumanEval-Infill (Bavarian et al. 2022) and SantaCoder's FIM evaluation:
 
 * single-line: one non-blank line is removed (indentation included); the cursor sits at the start of
   the now empty line. Scored on the first line of the suggestion.
-* multi-line: the body (2..8 lines) of a block whose header ends with ``:`` is removed; the cursor sits
-  on the empty line after the header. Scored on the whole suggestion.
+* multi-line: the body (2..8 lines, indented deeper) of a block whose header ends with ``:`` (Python),
+  ``{`` (brace languages) or ``then``/``do``/``function(...)`` (Lua) is removed; the cursor sits on the
+  empty line after the header. Scored on the whole suggestion.
 
-Files come from the held-out split of ``training.data`` (a fixed hash of the path), so the model never
-saw them in training; tasks are drawn with a fixed seed. Every model run goes through the server's
+Tasks are drawn with a fixed seed. Every model run goes through the server's
 own stages (``lsp_server.completion``: ``build_prompt`` with the server's token budget,
 ``generation_job`` with its stop ids and early block-end stop, ``shape_result``) on the server's
 engine (``inference.api.in_process_engine``, loaded with the server's KV budget and prefill dtype),
@@ -34,6 +44,7 @@ import argparse
 import json
 import os
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -53,6 +64,7 @@ class Task:
     prefix: str
     middle: str
     suffix: str
+    lang: str = "python"
 
 
 # -- tasks -------------------------------------------------------------------------------------
@@ -61,25 +73,46 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" \t"))
 
 
-def single_line_tasks(path: str, text: str) -> list[Task]:
+COMMENT = {"python": "#", "lua": "--", "shell": "#"}  # the rest: "//"
+LUA_HEADER = re.compile(r"(\bthen|\bdo|\belse|\bfunction\b.*\))$")
+
+
+def is_comment(line: str, lang: str) -> bool:
+    s = line.strip()
+    return s.startswith(COMMENT.get(lang, "//")) or (lang not in COMMENT and s.startswith(("/*", "*")))
+
+
+def is_block_header(line: str, lang: str) -> bool:
+    s = line.strip()
+    if lang == "python":
+        return s.endswith(":")
+    if lang == "lua":
+        return bool(LUA_HEADER.search(s))
+    return s.endswith("{")
+
+
+def single_line_spans(text: str, lang: str = "python") -> list[int]:
+    """Indexes of the lines a single-line task may remove."""
     lines = text.split("\n")
-    out = []
-    for i, line in enumerate(lines):
-        s = line.strip()
-        if len(s) < 4 or s.startswith("#") or i == 0 or i == len(lines) - 1:
-            continue
-        prefix = "\n".join(lines[:i]) + "\n"
-        suffix = "\n" + "\n".join(lines[i + 1 :])
-        out.append(Task("single", path, prefix, line, suffix))
-    return out
+    return [i for i, line in enumerate(lines)
+            if 0 < i < len(lines) - 1 and len(line.strip()) >= 4 and not is_comment(line, lang)]
 
 
-def multi_line_tasks(path: str, text: str, min_lines: int = 2, max_lines: int = 8) -> list[Task]:
+def single_line_task(path: str, text: str, i: int, lang: str = "python") -> Task:
+    lines = text.split("\n")
+    return Task("single", path, "\n".join(lines[:i]) + "\n", lines[i], "\n" + "\n".join(lines[i + 1 :]), lang)
+
+
+def single_line_tasks(path: str, text: str, lang: str = "python") -> list[Task]:
+    return [single_line_task(path, text, i, lang) for i in single_line_spans(text, lang)]
+
+
+def multi_line_spans(text: str, min_lines: int = 2, max_lines: int = 8, lang: str = "python") -> list[tuple[int, int]]:
+    """(header line, first line after the body) of each block whose body a multi-line task may remove."""
     lines = text.split("\n")
     out = []
     for i, header in enumerate(lines[:-1]):
-        s = header.strip()
-        if not s.endswith(":") or s.startswith("#"):
+        if not is_block_header(header, lang) or is_comment(header, lang):
             continue
         base = _indent(header)
         j = i + 1
@@ -90,18 +123,46 @@ def multi_line_tasks(path: str, text: str, min_lines: int = 2, max_lines: int = 
         body = lines[i + 1 : j]
         if not (min_lines <= len(body) <= max_lines) or _indent(body[0]) <= base or j >= len(lines):
             continue
-        prefix = "\n".join(lines[: i + 1]) + "\n"
-        suffix = "\n" + "\n".join(lines[j:])
-        out.append(Task("multi", path, prefix, "\n".join(body), suffix))
+        out.append((i, j))
     return out
 
 
-def make_tasks(n_single: int, n_multi: int, seed: int) -> list[Task]:
-    _, held = split_files(stdlib_files())
+def multi_line_task(path: str, text: str, span: tuple[int, int], lang: str = "python") -> Task:
+    lines = text.split("\n")
+    i, j = span
+    return Task("multi", path, "\n".join(lines[: i + 1]) + "\n", "\n".join(lines[i + 1 : j]),
+                "\n" + "\n".join(lines[j:]), lang)
+
+
+def multi_line_tasks(path: str, text: str, min_lines: int = 2, max_lines: int = 8, lang: str = "python") -> list[Task]:
+    return [multi_line_task(path, text, span, lang) for span in multi_line_spans(text, min_lines, max_lines, lang)]
+
+
+SPLITS = ("stdlib", "files", "packages")
+
+
+def split_sources(split: str, lang: str) -> list[tuple[str, str, str]]:
+    """(path, text, language) of the files of a split (see the module doc), one language or all."""
+    if split == "stdlib":
+        return [(f.rel_path, f.text, "python") for f in split_files(stdlib_files())[1]]
+    from training.corpus import build
+
+    corpus = build(write_manifest=False)
+    files = corpus.heldout_packages if split == "packages" else [
+        f for f in corpus.heldout_files if f.package != "stdlib"]
+    return [(f"{f.package}/{f.path}", f.text, f.lang) for f in files if lang in ("all", f.lang)]
+
+
+def make_tasks(n_single: int, n_multi: int, seed: int, split: str = "stdlib", lang: str = "python") -> list[Task]:
+    """A seeded sample of the split's tasks (only the sampled ones are cut: a large split has millions)."""
+    held = split_sources(split, lang)
     rng = random.Random(seed)
-    singles = [t for f in held for t in single_line_tasks(f.rel_path, f.text)]
-    multis = [t for f in held for t in multi_line_tasks(f.rel_path, f.text)]
-    return rng.sample(singles, min(n_single, len(singles))) + rng.sample(multis, min(n_multi, len(multis)))
+    singles = [(k, i) for k, (_, text, lg) in enumerate(held) for i in single_line_spans(text, lg)]
+    multis = [(k, span) for k, (_, text, lg) in enumerate(held) for span in multi_line_spans(text, lang=lg)]
+    return ([single_line_task(held[k][0], held[k][1], i, held[k][2])
+             for k, i in rng.sample(singles, min(n_single, len(singles)))]
+            + [multi_line_task(held[k][0], held[k][1], span, held[k][2])
+               for k, span in rng.sample(multis, min(n_multi, len(multis)))])
 
 
 # -- scoring -----------------------------------------------------------------------------------
@@ -174,11 +235,11 @@ class ServerPipeline:
                                                  self.cfg.suffix_fraction, "prefix" if layout == "prefix" else "spm")
                         for layout in self.builders}
 
-    def complete(self, prefix: str, suffix: str, layout: str) -> str:
+    def complete(self, prefix: str, suffix: str, layout: str, lang: str = "python") -> str:
         from lsp_server import completion
         from lsp_server.complete import text_context
 
-        ctx = text_context(self.cfg, self.info, prefix, suffix, "python")  # the context the server cuts
+        ctx = text_context(self.cfg, self.info, prefix, suffix, lang)  # the context the server cuts
         plan = completion.build_prompt(self.cfg, self.builder, ctx)
         if layout != self.builder.layout:
             plan = replace(plan, prompt=self.builders[layout].build(ctx, self.budgets[layout]))
@@ -207,7 +268,7 @@ def run(model: str | None, tasks: list[Task], modes=MODES, progress: bool = Fals
         for i, task in enumerate(tasks):
             for mode in modes:
                 pred = repeat_previous_line(task) if mode == "repeat-line" else pipe.complete(
-                    task.prefix, task.suffix, layouts[mode])
+                    task.prefix, task.suffix, layouts[mode], task.lang)
                 results[mode][task.kind].append(score(pred, task))
             if progress and (i + 1) % 25 == 0:
                 print(f"  {i + 1}/{len(tasks)} tasks, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
@@ -245,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="model folder or hub id (default: the shipped model)")
     ap.add_argument("--tasks", type=int, default=300, help="total tasks: 2/3 single-line, 1/3 multi-line")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", choices=SPLITS, default="stdlib", help="which never-trained-on files (module doc)")
+    ap.add_argument("--lang", default="python", help="one language of the split, or all")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: the server's default)")
     ap.add_argument("--suffix-fraction", type=float, default=None,
@@ -254,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:  # the engine sets its threads from this, as the server's does
         os.environ["INFILL_LS_THREADS"] = str(args.threads)
     n_single = (2 * args.tasks) // 3
-    tasks = make_tasks(n_single, args.tasks - n_single, args.seed)
+    tasks = make_tasks(n_single, args.tasks - n_single, args.seed, args.split, args.lang)
+    if not tasks:
+        ap.error(f"no {args.lang} tasks in the {args.split} split")
     modes = tuple(m for m in args.modes.split(",") if m)
     unknown = [m for m in modes if m not in MODES]
     if unknown:
@@ -262,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     table = run(args.model, tasks, modes, progress=True, suffix_fraction=args.suffix_fraction)
     print(format_table(table))
-    print(f"model: {args.model or 'default (inference/default_model)'}; seed {args.seed}; "
+    print(f"model: {args.model or 'default (inference/default_model)'}; split {args.split}, {args.lang}; seed {args.seed}; "
           f"suffix fraction {args.suffix_fraction if args.suffix_fraction is not None else 'server default'}; "
           f"{time.time() - t0:.0f} s")
     if args.json:

@@ -78,3 +78,49 @@ def test_the_bench_suggests_what_the_server_answers(tasks):
         assert any(shown)  # the comparison is over real suggestions, not only empty ones
     finally:
         pipe.close()
+
+
+JS = """import { readFile } from "fs";
+
+// Parse the settings file.
+export function parse(text) {
+  const lines = text.split("\\n");
+  const out = {};
+  return out;
+}
+
+export const answer = 42;
+"""
+
+LUA = """local M = {}
+
+-- Greets a name.
+function M.greet(name)
+  local text = "hello " .. name
+  print(text)
+end
+
+for i = 1, 3 do
+  M.greet(tostring(i))
+  print(i)
+end
+
+return M
+"""
+
+
+def test_other_languages_get_their_comments_skipped_and_their_blocks_cut():
+    singles = quality.single_line_tasks("a.js", JS, "javascript")
+    assert all(t.lang == "javascript" for t in singles)
+    assert not any(t.middle.strip().startswith("//") for t in singles)
+    assert any(t.middle == "  const lines = text.split(\"\\n\");" for t in singles)
+    (block,) = quality.multi_line_tasks("a.js", JS, lang="javascript")
+    assert block.middle.split("\n") == ['  const lines = text.split("\\n");', "  const out = {};", "  return out;"]
+    assert block.prefix.endswith("export function parse(text) {\n") and block.suffix.startswith("\n}")
+    blocks = quality.multi_line_tasks("m.lua", LUA, lang="lua")
+    assert [b.prefix.split("\n")[-2] for b in blocks] == ["function M.greet(name)", "for i = 1, 3 do"]
+    assert all(b.suffix.startswith("\nend") for b in blocks)
+    assert not any(t.middle.startswith("--") for t in quality.single_line_tasks("m.lua", LUA, "lua"))
+    # Python is cut as before: only ':' headers and '#' comments
+    assert quality.multi_line_tasks("a.py", "if x:\n    a = 1\n    b = 2\nc = 3\n") and \
+        not quality.multi_line_tasks("a.py", JS)

@@ -60,11 +60,20 @@ def chunk_chars(folder: Path, seq_len: int) -> int:
     return given or default_chunk_chars(seq_len)
 
 
+def run_args(folder: Path) -> dict:
+    args = folder.parent / "args.json"
+    return json.loads(args.read_text()) if args.is_file() else {}
+
+
+def heldout_rows(tok: Tokenizer, files, seq_len: int, chunk: int, max_chars: int) -> torch.Tensor:
+    from training.data import documents
+    from training.train import epoch_tensor
+
+    return epoch_tensor(tok, documents(files, chunk), seq_len, seed=0, fim_rate=HELDOUT_FIM_RATE, max_chars=max_chars)
+
+
 def main(argv: list[str] | None = None) -> int:
     from transformers import GPTBigCodeForCausalLM
-
-    from training.train import epoch_tensor
-    from training.data import documents
 
     folder = Path((argv or sys.argv[1:])[0])
     torch.set_num_threads(2)
@@ -72,10 +81,19 @@ def main(argv: list[str] | None = None) -> int:
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
     rows, digest = heldout_sample(tok)
     seq_len = model.config.n_positions
-    _, held = split_files(stdlib_files())
-    held_rows = epoch_tensor(tok, documents(held, chunk_chars(folder, seq_len)), seq_len, seed=0, fim_rate=HELDOUT_FIM_RATE)
+    chunk = chunk_chars(folder, seq_len)
+    args = run_args(folder)
+    max_chars = int(args.get("heldout_chars", 0))
+    if args.get("corpus", "stdlib") == "registry":
+        from training.corpus import build
+
+        corpus = build(write_manifest=False)
+        held, unseen = corpus.heldout_files, corpus.heldout_packages
+    else:
+        held, unseen = split_files(stdlib_files())[1], []
     state = folder / "training_state.json"
     full = json.loads(state.read_text()).get("heldout_loss_fp32_all_rows") if state.is_file() else None
+    held_rows = heldout_rows(tok, held, seq_len, chunk, max_chars)
     out = {
         "sample_loss": round(mean_loss(model, rows), 4),
         "sample_sha256": digest,
@@ -86,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         "heldout_files": len(held),
         "python": sys.version.split()[0],
     }
+    if unseen:
+        unseen_rows = heldout_rows(tok, unseen, seq_len, chunk, max_chars)
+        out.update({"heldout_packages_loss_fim_mix": round(mean_loss(model, unseen_rows), 4),
+                    "heldout_packages_tokens": int(unseen_rows.numel()),
+                    "heldout_packages_files": len(unseen)})
     print(json.dumps(out, indent=1))
     return 0
 

@@ -1,8 +1,10 @@
-"""Write inference/default_model/MODEL_CARD.md from a finished run.
+"""Write inference/default_model/MODEL_CARD.md from finished runs.
 
-    python -m training.model_card training/runs/default EVAL_JSON QUALITY_JSON > inference/default_model/MODEL_CARD.md
+    python -m training.model_card EVAL_JSON QUALITY_DIR RUN [RUN ...] > inference/default_model/MODEL_CARD.md
 
-EVAL_JSON: the output of ``python -m training.evaluate <run>/final``; QUALITY_JSON: ``bench/quality.py --json``.
+EVAL_JSON: the output of ``python -m training.evaluate <last run>/final``; QUALITY_DIR: one
+``bench/quality.py --json`` file per split and language, named ``SPLIT-LANG.json`` (``packages-python.json``
+gives the verdict); RUN: the phases' run folders, in order.
 """
 
 from __future__ import annotations
@@ -82,13 +84,15 @@ def phase_line(i: int, run: Path) -> str:
     state = json.loads((run / "final" / "training_state.json").read_text())
     a = json.loads((run / "args.json").read_text())
     cmd = (f"python -m training.train --out {run}"
+           + (f" --corpus registry --seq-len {a['seq_len']} --epoch-chars {a['epoch_chars']}"
+              f" --heldout-chars {a['heldout_chars']}" if a.get("corpus") == "registry" else "")
            + (f" --init-from {a['init_from']} --start-row {a['start_row']}" if a.get("init_from", "None") != "None"
               else f" --n-embd {a['n_embd']} --n-layer {a['n_layer']} --n-head {a['n_head']}")
            + f" --batch {a['batch']} --lr {a['lr']} --min-lr {a['min_lr']} --warmup {a['warmup']}"
            + f" --steps 100000 --time-budget {float(a['time_budget']):.0f}"
            + (f" --fim-rate {a['fim_rate']} --fim-line-rate {a['fim_line_rate']} --seed {a['seed']}"
               if float(a.get("fim_line_rate", 0)) else ""))
-    return (f"- phase {i}: {state['step']} steps of {a['batch']} x 512 tokens = {state['tokens'] / 1e6:.2f} M tokens, "
+    return (f"- phase {i}: {state['step']} steps of {a['batch']} x {a.get('seq_len', 512)} tokens = {state['tokens'] / 1e6:.2f} M tokens, "
             f"peak LR {a['lr']} ({a['warmup']} warmup steps) cosine to {a['min_lr']}, "
             f"{state['seconds'] / 60:.0f} min; held-out loss after it {state['heldout_loss_fp32_all_rows']:.3f}\n"
             f"  `{cmd}`")
@@ -109,84 +113,126 @@ def mix_note(runs: list[Path]) -> str:
     return "\n".join(notes) + ("\n" if notes else "")
 
 
+SPLIT_TITLES = {
+    "stdlib": "held-out files of the standard library",
+    "files": "held-out files of the registry packages trained on",
+    "packages": "packages never trained on (the ones infill-ls installs)",
+}
+
+
+def quality_sections(folder: Path) -> str:
+    """One table per bench/quality.py JSON in `folder`, named SPLIT-LANG.json (stdlib first)."""
+    order = {name: i for i, name in enumerate(SPLIT_TITLES)}
+    out = []
+    for path in sorted(folder.glob("*.json"), key=lambda p: (order.get(p.stem.split("-")[0], 9), p.stem)):
+        split, lang = path.stem.split("-", 1)
+        q = json.loads(path.read_text())
+        n_s, n_m = next(iter(q.values()))["single"]["n"], next(iter(q.values()))["multi"]["n"]
+        out.append(f"### {SPLIT_TITLES[split]}, {lang} ({n_s} single-line, {n_m} multi-line tasks)\n"
+                   f"`python bench/quality.py --split {split} --lang {lang}`\n\n"
+                   f"{quality_table(q)}\n\n{lead_lines(q)}")
+    return "\n".join(out)
+
+
+def corpus_section() -> str:
+    from training.corpus import MANIFEST, build, read_pins
+
+    corpus = build(write_manifest=False)
+    pins = read_pins()
+    rows = [line.split("\t") for line in MANIFEST.read_text().splitlines()[1:]]
+    licenses = sorted({lic for r in rows for lic in r[3].split("+")})
+    n = {reg: sum(p.registry == reg and p.role == "train" for p in pins) for reg in ("pypi", "npm", "debian")}
+    return (f"The standard library's `.py` files and {sum(n.values())} permissively licensed packages from the package "
+            f"registries ({n['pypi']} PyPI, {n['npm']} npm, {n['debian']} Debian: Lua, Go and Rust), pinned in "
+            "`training/corpus_packages.txt` and fetched, filtered and deduplicated by `training/corpus.py`. "
+            f"Licenses kept: {', '.join(licenses)} (checked from each package's own metadata; the license of "
+            "every package is in `CORPUS.tsv` beside this card). The packages that infill-ls installs (its "
+            "runtime, test, bench and editor dependencies) are never trained on: they are the held-out-packages "
+            "split. A file of a trained package is held out when SHA-1(package/path) is 0 mod 20 (the "
+            "stdlib keeps its own rule, SHA-1 of the path). Vendored, minified and generated files are "
+            "dropped, and exact and near duplicates (MinHash, Jaccard >= 0.85).\n\n"
+            "```\n" + corpus.summary() + "\n```\n(M chars by language.) Training reads at most 8 M characters of "
+            "any one package (a fixed part of its files), and each epoch a seeded sample of the rest.")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = [Path(a) for a in (argv or sys.argv[1:])]
-    eval_json, quality_json, runs = argv[0], argv[1], argv[2:]
+    eval_json, quality_dir, runs = argv[0], argv[1], argv[2:]
     states = [json.loads((r / "final" / "training_state.json").read_text()) for r in runs]
     state = {"params": states[-1]["params"], "step": sum(s["step"] for s in states),
              "tokens": sum(s["tokens"] for s in states), "seconds": sum(s["seconds"] for s in states)}
     cfg = json.loads((runs[-1] / "final" / "config.json").read_text())
     ev = json.loads(eval_json.read_text())
-    log = (runs[0] / "train.log").read_text()
-    epoch_tokens = int(log.split("epoch 0: ", 1)[1].split()[0])
     args0 = json.loads((runs[0] / "args.json").read_text())
     chunk_chars = int(args0["chunk_chars"]) or default_chunk_chars(cfg["n_positions"])
     phases = "\n".join(phase_line(i + 1, r) for i, r in enumerate(runs))
-    q = json.loads(quality_json.read_text())
-    n_single = next(iter(q.values()))["single"]["n"]
-    n_multi = next(iter(q.values()))["multi"]["n"]
-    print(f"""# infill-ls default model
+    q = json.loads((quality_dir / "packages-python.json").read_text())
+    unseen = (f"- held-out packages in the same mix ({ev['heldout_packages_tokens']} tokens): "
+              f"{ev['heldout_packages_loss_fim_mix']}\n" if "heldout_packages_loss_fim_mix" in ev else "")
+    print(f"""# infill-ls default model (v2)
 
 A small code model trained by this project (training/) so that `infill-ls` runs with no network and no
 configured model: {state['params'] / 1e6:.1f} M parameters trained for {state['seconds'] / 60:.0f} minutes on two CPU
-cores ({state['tokens'] / 1e6:.1f} M tokens of the Python standard library). {verdict(q)}
+cores ({state['tokens'] / 1e6:.1f} M tokens of Python, JavaScript, TypeScript, C, Go, Rust and Lua from
+permissively licensed packages and the Python standard library). On Python packages it never saw: {verdict(q)}
 
 ## Model
 - architecture: GPTBigCode (`GPTBigCodeForCausalLM`), multi-query attention, learned positions,
   tied input/output embeddings, GELU (tanh), pre-LayerNorm
 - size: {state['params'] / 1e6:.2f} M parameters, n_embd {cfg['n_embd']}, {cfg['n_layer']} layers,
   {cfg['n_head']} heads, context {cfg['n_positions']} tokens, weights in float32 (safetensors)
-- tokenizer: byte-level BPE, {cfg['vocab_size']} tokens, trained with the `tokenizers` library on the same
-  training files; StarCoder special tokens at ids 0..5: `<|endoftext|>`, `<fim_prefix>`, `<fim_middle>`,
-  `<fim_suffix>`, `<fim_pad>`, `<filename>` (no BOS/EOS are added)
+- tokenizer: byte-level BPE, {cfg['vocab_size']} tokens, trained with the `tokenizers` library on a
+  sample of the training files; StarCoder special tokens at ids 0..5: `<|endoftext|>`, `<fim_prefix>`,
+  `<fim_middle>`, `<fim_suffix>`, `<fim_pad>`, `<filename>` (no BOS/EOS are added)
 - FIM prompts: PSM `<fim_prefix>prefix<fim_suffix>suffix<fim_middle>` and SPM
   `<fim_prefix><fim_suffix>suffix<fim_middle>prefix`; the middle ends with `<|endoftext|>`
 
+Why this size: measured on this machine (2 threads, bf16 autocast, 8 x 1024 tokens a step): 5.1 M
+parameters (256 wide, 4 layers) trains at 4,844 tokens/s, 9.4 M (320, 6 layers) at 3,842 and 12.7 M
+(384, 6 layers) at 2,609. The two phases this corpus gets (about 90 + 150 minutes) buy 60-70 M tokens at
+the smallest size, about the compute-optimal amount for its 3.1 M non-embedding parameters (some 20
+tokens a parameter), where the larger sizes would stay under-trained; it also keeps decode fast and the
+weights in float32 within the package budget.
+
 ## Data
-The `.py` files of the Python {ev['python']} standard library (`sysconfig.get_paths()["stdlib"]`, without
-site-packages), UTF-8 only. A file is held out when SHA-1(relative path) is 0 mod 20: {ev['heldout_files']}
-files are held out for validation and for bench/quality.py; the rest are training data. Long files are cut
-at line boundaries into pieces of at most {chunk_chars} characters (about 3/4 of a row). StarCoder FIM
-recipe: half of the pieces become infill examples at two uniformly random character positions, half of
-those SPM and half PSM, the rest left to right; every piece ends with `<|endoftext|>`. Rows of
-{cfg['n_positions']} tokens are packed so that every FIM example lies whole in one row (each row starts with FIM
-examples, left-to-right text fills the rest and may run on into the next row): an example cut across
-rows would show the model a middle without its prefix and suffix. The FIM draw and the order change
-every epoch (seeded).
+{corpus_section()}
+
+Long files are cut at line boundaries into pieces of at most {chunk_chars} characters (about 3/4 of a row).
+StarCoder FIM recipe: a share of the pieces become infill examples, half of those SPM and half PSM, the
+rest left to right; every piece ends with `<|endoftext|>`. Rows of {cfg['n_positions']} tokens are packed so
+that every FIM example lies whole in one row (each row starts with FIM examples, left-to-right text fills
+the rest and may run on into the next row). The FIM draw and the order change every epoch (seeded).
 
 ## Training
 AdamW (betas 0.9/0.95, weight decay 0.1 on matrices, gradient clipping 1.0), bf16 autocast on CPU,
-2 threads. `--time-budget`: the cosine follows elapsed wall time as well as steps, so a run anneals
-fully however fast the machine is. (`--init-from` and `--start-row` continue a run in a second phase.)
+2 threads, the machine doing nothing else. `--time-budget`: the cosine follows elapsed wall time as well
+as steps, so a run anneals fully however fast the machine is. (`--init-from` continues a run in a
+later phase.)
 {phases}
 {mix_note(runs)}
-Total: {state['step']} steps, {state['tokens'] / 1e6:.2f} M tokens ({state['tokens'] / epoch_tokens:.2f} of
-one pass over the {epoch_tokens / 1e6:.1f} M training tokens), {state['seconds'] / 60:.0f} minutes.
-To repeat a run's learning-rate schedule step for step, add `--replay-lr <that run's loss.tsv>`. The loss
-curves (`loss.tsv`, `eval.tsv`) stay in the run folders under training/runs/ (not shipped).
+Total: {state['step']} steps, {state['tokens'] / 1e6:.2f} M tokens, {state['seconds'] / 60:.0f} minutes.
+The loss curves (`loss.tsv`, `eval.tsv`) stay in the run folders under training/runs/ (not shipped).
 
 ## Held-out loss (nats per token, fp32)
-- held-out split in the training mix (FIM and left to right, {ev['heldout_tokens']} tokens): {ev['heldout_loss_fim_mix']}
-- held-out sample loss: `{ev['sample_loss']}`
+- held-out files in the StarCoder mix (FIM and left to right, {ev['heldout_tokens']} tokens): {ev['heldout_loss_fim_mix']}
+{unseen}- held-out sample loss: `{ev['sample_loss']}`
 - held-out sample sha256: `{ev['sample_sha256']}`
 
-The sample is the first 256 tokens of each of the first 8 held-out files (sorted by path) that long, plain
-text; tests/test_default_model.py recomputes it (and skips when the interpreter's stdlib differs).
+The sample is the first 256 tokens of each of the first 8 held-out stdlib files (sorted by path) that long,
+plain text; tests/test_default_model.py recomputes it (and skips when the interpreter's stdlib differs).
 
-## Completion quality (bench/quality.py, held-out files, seed 0)
-{quality_table(q)}
-
-{lead_lines(q)}
-{n_single} single-line and {n_multi} multi-line tasks. EM: exact match; ES: mean edit similarity
-(1 - Levenshtein / max length); a lead is the mean per-task ES difference with a 95% bootstrap interval. Every model run goes through the server's prompt building and
+## Completion quality (bench/quality.py, seed 0)
+EM: exact match; ES: mean edit similarity (1 - Levenshtein / max length); a lead is the mean per-task ES
+difference with a 95% bootstrap interval. Every model run goes through the server's prompt building and
 shaping, greedy. `repeat-line` repeats the line above the cursor (no model).
-Reproduce: `python bench/quality.py --model inference/default_model`.
 
+{quality_sections(quality_dir)}
 ## Limits
-Trained on {state['tokens'] / 1e6:.0f} M tokens (about {state['tokens'] / epoch_tokens:.1f} passes) of one code base (the stdlib) with a 512-token window: it knows stdlib
-idioms and Python syntax, little else, and it does not follow long-range logic. It is a working default
-and a test fixture for behaviour that only a trained FIM model shows, not a useful assistant; point
-`infill-ls` at a real checkpoint (e.g. a StarCoder-family model) for that.
+A 5 M-parameter model trained for a few hours on two CPU cores: it knows common idioms and syntax of the
+languages it read and completes short, local patterns; it does not follow long-range logic, and outside
+Python its data is thin (Lua, Go and Rust especially). A working default and a test fixture for behaviour
+that only a trained FIM model shows, not a strong assistant: point `infill-ls` at a real checkpoint (e.g. a
+StarCoder-family model) for that.
 {layout_note(q)}""")
     return 0
 

@@ -15,6 +15,25 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from training.data import SPECIAL_TOKENS, split_files, stdlib_files
 
 
+TOKENIZER_SAMPLE_CHARS = 60_000_000
+
+
+def tokenizer_sample(texts: list[str], seed: int, max_chars: int = TOKENIZER_SAMPLE_CHARS) -> list[str]:
+    """A seeded random sample of the training texts, up to ``max_chars`` (BPE merges settle long
+    before a corpus of hundreds of MB is read, and training on all of it takes many minutes)."""
+    import random
+
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    out, total = [], 0
+    for i in order:
+        if total >= max_chars:
+            break
+        out.append(texts[i])
+        total += len(texts[i])
+    return out
+
+
 def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)

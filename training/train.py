@@ -1,14 +1,19 @@
 """Train the default model: a small GPTBigCode (multi-query attention, tied head) with StarCoder FIM.
 
-Exact command used for the shipped model (see inference/default_model/MODEL_CARD.md for the figures):
+The shipped model's phases (their exact commands and figures are in inference/default_model/MODEL_CARD.md):
 
-    nice -n 5 python -m training.train --out training/runs/default --steps STEPS
+    python -m training.corpus build        # the registry corpus (training/corpus.py), cached
+    python -m training.train --out training/runs/v2p1 --corpus registry --seq-len 1024 --time-budget 5400 ...
+    python -m training.train --out training/runs/v2p2 --init-from training/runs/v2p1/final --seed 4321 ...
 
-Everything is seeded (``--seed``); with the same interpreter stdlib, torch build and thread count the
-run is repeatable. Each epoch re-draws the FIM transforms with ``seed + epoch`` and reshuffles the
-documents. The loss curve goes to ``<out>/loss.tsv`` (step, tokens seen, lr, train loss, seconds) and
-held-out losses to ``<out>/eval.tsv``. Checkpoints (``save_pretrained`` safetensors + tokenizer.json)
-are written to ``<out>/checkpoint`` every ``--save-every`` steps and to ``<out>/final`` at the end.
+Everything is seeded (``--seed``); with the same corpus, torch build and thread count the run is
+repeatable. Each epoch re-draws the FIM transforms with ``seed + epoch``, reshuffles the documents and,
+with ``--epoch-chars``, takes that many characters of them (so a phase reads code it has not seen, and a
+later phase with another seed reads mostly other code). A later phase (``--init-from``) keeps the
+tokenizer of the weights it starts from. The loss curve goes to ``<out>/loss.tsv`` (step, tokens seen,
+lr, train loss, seconds) and held-out losses to ``<out>/eval.tsv``. Checkpoints (``save_pretrained``
+safetensors + tokenizer.json) are written to ``<out>/checkpoint`` every ``--save-every`` steps and to
+``<out>/final`` at the end.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from tokenizers import Tokenizer
 
 from training.data import (EOT, FIM_PREFIX, HELDOUT_FIM_RATE, SPECIAL_TOKENS, default_chunk_chars, documents, fim_transform, pack_rows,
                            split_files, stdlib_files)
-from training.tokenizer import train_tokenizer
+from training.tokenizer import tokenizer_sample, train_tokenizer
 
 
 def encode_docs(tok: Tokenizer, docs: list[list[str]]) -> list[list[int]]:
@@ -44,10 +49,20 @@ def encode_docs(tok: Tokenizer, docs: list[list[str]]) -> list[list[int]]:
 
 
 def epoch_tensor(tok: Tokenizer, docs: list[str], seq_len: int, seed: int, fim_rate: float,
-                 line_rate: float = 0.0) -> torch.Tensor:
+                 line_rate: float = 0.0, max_chars: int = 0) -> torch.Tensor:
+    """One epoch's rows: the documents shuffled (seeded), FIM-transformed and packed. With
+    ``max_chars`` only the first documents of the shuffle up to that many characters are used (a
+    phase that sees a fraction of a large corpus encodes only what it can train on)."""
     rng = random.Random(seed)
     order = list(range(len(docs)))
     rng.shuffle(order)
+    if max_chars:
+        total = 0
+        for n, i in enumerate(order):
+            total += len(docs[i])
+            if total >= max_chars:
+                order = order[: n + 1]
+                break
     segs = [fim_transform(docs[i], rng, fim_rate=fim_rate, line_rate=line_rate) for i in order]
     rows = pack_rows(encode_docs(tok, segs), [seg[0] == FIM_PREFIX for seg in segs], seq_len,
                      pad=tok.token_to_id(EOT))
@@ -125,6 +140,12 @@ def save(model, tok_path: Path, out: Path, dtype: torch.dtype, meta: dict) -> No
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("training/runs/default"))
+    ap.add_argument("--corpus", choices=["registry", "stdlib"], default="registry",
+                    help="registry: the stdlib and the pinned packages (training.corpus); stdlib: the stdlib alone")
+    ap.add_argument("--package-chars", type=int, default=8_000_000,
+                    help="registry corpus: at most this many characters of any one package (0: no cap)")
+    ap.add_argument("--epoch-chars", type=int, default=0,
+                    help="characters of training text per epoch (0: all); each epoch draws its own sample")
     ap.add_argument("--vocab-size", type=int, default=8192)
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--n-embd", type=int, default=256)
@@ -147,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--save-every", type=int, default=250)
     ap.add_argument("--eval-rows", type=int, default=64, help="held-out rows for the periodic eval")
+    ap.add_argument("--heldout-chars", type=int, default=0,
+                    help="characters of held-out files in the final held-out loss (0: all; else a fixed seeded sample)")
     ap.add_argument("--time-budget", type=float, default=0.0,
                     help="seconds: the cosine follows wall time too and training ends when it is spent")
     ap.add_argument("--replay-lr", type=Path, default=None,
@@ -168,14 +191,23 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     chunk = args.chunk_chars or default_chunk_chars(args.seq_len)
 
-    train_files, held_files = split_files(stdlib_files())
+    if args.corpus == "registry":
+        from training.corpus import build, capped
+
+        corpus = build()
+        train_files, held_files = capped(corpus.train, args.package_chars), corpus.heldout_files
+    else:
+        train_files, held_files = split_files(stdlib_files())
     tok_path = args.out / "tokenizer.json"
+    if args.init_from and not tok_path.exists():  # a later phase keeps the tokenizer of the weights it starts from
+        tok_path.write_bytes((args.init_from / "tokenizer.json").read_bytes())
     if not tok_path.exists():
-        train_tokenizer([f.text for f in train_files], args.vocab_size).save(str(tok_path))
+        train_tokenizer(tokenizer_sample([f.text for f in train_files], args.seed), args.vocab_size).save(str(tok_path))
     tok = Tokenizer.from_file(str(tok_path))
     train_docs = documents(train_files, chunk)
     held_docs = documents(held_files, chunk)
-    held_rows = epoch_tensor(tok, held_docs, args.seq_len, seed=0, fim_rate=HELDOUT_FIM_RATE)
+    held_rows = epoch_tensor(tok, held_docs, args.seq_len, seed=0, fim_rate=HELDOUT_FIM_RATE,
+                             max_chars=args.heldout_chars)
     print(f"train docs {len(train_docs)}, held-out rows {len(held_rows)}", flush=True)
 
     if args.init_from:
@@ -201,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
 
     epoch, pos, tokens = 0, args.start_row, 0
     rows = epoch_tensor(tok, train_docs, args.seq_len, seed=args.seed + epoch, fim_rate=args.fim_rate,
-                        line_rate=args.fim_line_rate)
+                        line_rate=args.fim_line_rate, max_chars=args.epoch_chars)
     print(f"epoch 0: {rows.numel()} tokens", flush=True)
     model.train()
     t0 = time.time()
@@ -211,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             epoch += 1
             pos = 0
             rows = epoch_tensor(tok, train_docs, args.seq_len, seed=args.seed + epoch, fim_rate=args.fim_rate,
-                        line_rate=args.fim_line_rate)
+                                line_rate=args.fim_line_rate, max_chars=args.epoch_chars)
             print(f"epoch {epoch}: {rows.numel()} tokens", flush=True)
         x = rows[pos : pos + args.batch]
         pos += args.batch
