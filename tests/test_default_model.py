@@ -13,7 +13,7 @@ from inference.engine import Engine, GenerationParams
 from inference.loader import DEFAULT_MODEL_DIR, load_model
 
 CARD = DEFAULT_MODEL_DIR / "MODEL_CARD.md"
-SHIPPED = ("config.json", "model.safetensors", "tokenizer.json", "MODEL_CARD.md", "CORPUS.tsv")
+SHIPPED = ("config.json", "model.safetensors", "tokenizer.json", "MODEL_CARD.md")
 
 
 def card_value(name: str) -> str:
@@ -138,8 +138,8 @@ OBVIOUS = {
         "    return result",
     ),
 }
-# Obvious to a person, not yet to this model (v2 after its first phase writes "return a" and "self.y = x")
-NOT_YET = {"missing return", "second attribute"}
+# Obvious to a person, not yet to this model (it writes "self.y = x"; "if ...:" before the return)
+NOT_YET = {"second attribute", "return the result"}
 
 
 @pytest.fixture(scope="module")

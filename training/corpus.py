@@ -8,7 +8,8 @@ from the package registries (PyPI, npm, Debian), pinned in ``training/corpus_pac
 Downloads and the built corpus are cached outside the clone (``INFILL_LS_CORPUS_CACHE``, default
 ``~/.cache/infill-ls-corpus``); a rerun fetches only what is missing and checks each archive against the
 digest the registry gave. The manifest (package, version, license, role, archive sha256, files kept)
-ships beside the model card: ``inference/default_model/CORPUS.tsv``.
+is ``training/corpus_manifest.tsv``; it ships beside the model card (as ``CORPUS.tsv``) with a model
+trained on this corpus.
 
 What is kept:
 * licenses: a package is used only when its registry metadata names a permissive license (MIT, BSD,
@@ -48,7 +49,7 @@ from pathlib import Path
 from training.data import HOLDOUT_MOD, stdlib_files
 
 PINS = Path(__file__).with_name("corpus_packages.txt")
-MANIFEST = Path(__file__).resolve().parents[1] / "inference" / "default_model" / "CORPUS.tsv"
+MANIFEST = Path(__file__).with_name("corpus_manifest.tsv")
 CACHE = Path(os.environ.get("INFILL_LS_CORPUS_CACHE", "~/.cache/infill-ls-corpus")).expanduser()
 CORPUS_VERSION = 1  # bump when extraction or filtering changes: the built corpus is cached under it
 

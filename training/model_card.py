@@ -146,7 +146,7 @@ def corpus_section() -> str:
             f"registries ({n['pypi']} PyPI, {n['npm']} npm, {n['debian']} Debian: Lua, Go and Rust), pinned in "
             "`training/corpus_packages.txt` and fetched, filtered and deduplicated by `training/corpus.py`. "
             f"Licenses kept: {', '.join(licenses)} (checked from each package's own metadata; the license of "
-            "every package is in `CORPUS.tsv` beside this card). The packages that infill-ls installs (its "
+            "every package is in `CORPUS.tsv` beside this card, a copy of `training/corpus_manifest.tsv`). The packages that infill-ls installs (its "
             "runtime, test, bench and editor dependencies) are never trained on: they are the held-out-packages "
             "split. A file of a trained package is held out when SHA-1(package/path) is 0 mod 20 (the "
             "stdlib keeps its own rule, SHA-1 of the path). Vendored, minified and generated files are "
