@@ -39,7 +39,6 @@ import re
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -139,7 +138,7 @@ def _pypi_license(archive: Path) -> str | None:
     """The license named by the package's own metadata in the archive (an sdist's PKG-INFO, a wheel's
     METADATA): License-Expression, License and the License classifiers."""
     for path, data in archive_members(archive, metadata_only=True):
-        if path in ("PKG-INFO",) or path.endswith(".dist-info/METADATA"):
+        if path == "PKG-INFO" or path.endswith(".dist-info/METADATA"):
             from email.parser import Parser
 
             msg = Parser().parsestr(data.decode("utf-8", "replace"), headersonly=True)
@@ -244,18 +243,13 @@ def pin(path: Path = PINS) -> int:
                 version = meta["version"]
                 if meta["file"] is None:
                     return None, "no sdist or pure-Python wheel"
-                lic = fetch(Package(p.registry, p.name, version, p.role), client)[1]
             elif p.registry == "npm":
-                meta = _npm_release(client, p.name, p.version)
-                lic_field = meta.get("license")
-                lic = classify_license([lic_field if isinstance(lic_field, str) else json.dumps(lic_field)])
-                version = meta["version"]
+                version = _npm_release(client, p.name, p.version)["version"]
             else:
                 version = p.version if p.version != "-" else _debian_version(p.name)
                 if not version:
                     return None, "not in the Debian archive"
-                deb = _debian_fetch(Package(p.registry, p.name, version, p.role), CACHE / "debian")
-                lic = _debian_license(deb, p.name)
+            lic = fetch(Package(p.registry, p.name, version, p.role), client)[1]  # the license the build checks
         except Exception as e:  # noqa: BLE001 - a name that does not resolve is reported and dropped
             return None, f"{type(e).__name__}: {e}"
         if not lic:

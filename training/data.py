@@ -186,5 +186,18 @@ def default_chunk_chars(seq_len: int) -> int:
     return int(0.75 * seq_len * 3.8)
 
 
+def first_chars(order: list[int], texts: list[str], max_chars: int) -> list[int]:
+    """The head of ``order`` whose texts add up to ``max_chars`` (the text that crosses it included);
+    all of ``order`` when ``max_chars`` is 0."""
+    if not max_chars:
+        return order
+    total = 0
+    for n, i in enumerate(order):
+        total += len(texts[i])
+        if total >= max_chars:
+            return order[: n + 1]
+    return order
+
+
 def documents(files: list[SourceFile], max_chars: int) -> list[str]:
     return [piece for f in files for piece in chunk_text(f.text, max_chars)]

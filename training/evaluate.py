@@ -51,18 +51,20 @@ def mean_loss(model, rows: torch.Tensor, batch: int = 8) -> float:
     return total / count
 
 
+def run_args(folder: Path) -> dict:
+    """The arguments of the run that saved `folder`: its args.json beside the weights (a committed
+    phase folder) or in the run folder above them (``<run>/final``); empty when neither."""
+    for args in (folder / "args.json", folder.parent / "args.json"):
+        if args.is_file():
+            return json.loads(args.read_text())
+    return {}
+
+
 def chunk_chars(folder: Path, seq_len: int) -> int:
-    """The piece length the run used (its args.json beside the saved folder), else the default."""
+    """The piece length the run used, else the default."""
     from training.data import default_chunk_chars
 
-    args = folder.parent / "args.json"
-    given = int(json.loads(args.read_text()).get("chunk_chars", 0)) if args.is_file() else 0
-    return given or default_chunk_chars(seq_len)
-
-
-def run_args(folder: Path) -> dict:
-    args = folder.parent / "args.json"
-    return json.loads(args.read_text()) if args.is_file() else {}
+    return int(run_args(folder).get("chunk_chars", 0)) or default_chunk_chars(seq_len)
 
 
 def heldout_rows(tok: Tokenizer, files, seq_len: int, chunk: int, max_chars: int) -> torch.Tensor:

@@ -134,8 +134,8 @@ def quality_sections(folder: Path) -> str:
     return "\n".join(out)
 
 
-def corpus_section() -> str:
-    from training.corpus import MANIFEST, build, read_pins
+def corpus_section(args0: dict) -> str:
+    from training.corpus import MANIFEST, NEAR_DUP_THRESHOLD, build, read_pins
 
     corpus = build(write_manifest=False)
     pins = read_pins()
@@ -150,9 +150,9 @@ def corpus_section() -> str:
             "runtime, test, bench and editor dependencies) are never trained on: they are the held-out-packages "
             "split. A file of a trained package is held out when SHA-1(package/path) is 0 mod 20 (the "
             "stdlib keeps its own rule, SHA-1 of the path). Vendored, minified and generated files are "
-            "dropped, and exact and near duplicates (MinHash, Jaccard >= 0.85).\n\n"
-            "```\n" + corpus.summary() + "\n```\n(M chars by language.) Training reads at most 8 M characters of "
-            "any one package (a fixed part of its files), and each epoch a seeded sample of the rest.")
+            f"dropped, and exact and near duplicates (MinHash, Jaccard >= {NEAR_DUP_THRESHOLD}).\n\n"
+            "```\n" + corpus.summary() + "\n```\n(M chars by language.) Training reads at most "
+            f"{int(args0['package_chars']) / 1e6:g} M characters of any one package (a fixed part of its files), and each epoch a seeded sample of the rest.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,7 +195,7 @@ tokens a parameter), where the larger sizes would stay under-trained; it also ke
 weights in float32 within the package budget.
 
 ## Data
-{corpus_section()}
+{corpus_section(args0)}
 
 Long files are cut at line boundaries into pieces of at most {chunk_chars} characters (about 3/4 of a row).
 StarCoder FIM recipe: a share of the pieces become infill examples, half of those SPM and half PSM, the

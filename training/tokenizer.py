@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from training.data import SPECIAL_TOKENS, split_files, stdlib_files
+from training.data import SPECIAL_TOKENS, first_chars, split_files, stdlib_files
 
 
 TOKENIZER_SAMPLE_CHARS = 60_000_000
@@ -25,13 +25,7 @@ def tokenizer_sample(texts: list[str], seed: int, max_chars: int = TOKENIZER_SAM
 
     order = list(range(len(texts)))
     random.Random(seed).shuffle(order)
-    out, total = [], 0
-    for i in order:
-        if total >= max_chars:
-            break
-        out.append(texts[i])
-        total += len(texts[i])
-    return out
+    return [texts[i] for i in first_chars(order, texts, max_chars)]
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:

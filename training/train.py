@@ -1,10 +1,12 @@
 """Train the default model: a small GPTBigCode (multi-query attention, tied head) with StarCoder FIM.
 
-The shipped model's phases (their exact commands and figures are in inference/default_model/MODEL_CARD.md):
+The shipped model (v1) trained on the stdlib alone (``--corpus stdlib``, the default); its phases' exact
+commands are in inference/default_model/MODEL_CARD.md. Its successor trains on the registry corpus; its
+phases' exact commands and figures are in training/phases/*/PHASE.md:
 
     python -m training.corpus build        # the registry corpus (training/corpus.py), cached
     python -m training.train --out training/runs/v2p1 --corpus registry --seq-len 1024 --time-budget 5400 ...
-    python -m training.train --out training/runs/v2p2 --init-from training/runs/v2p1/final --seed 4321 ...
+    python -m training.train --out training/runs/v2p2 --corpus registry --init-from training/phases/v2-phase1 ...
 
 Everything is seeded (``--seed``); with the same corpus, torch build and thread count the run is
 repeatable. Each epoch re-draws the FIM transforms with ``seed + epoch``, reshuffles the documents and,
@@ -28,7 +30,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from training.data import (EOT, FIM_PREFIX, HELDOUT_FIM_RATE, SPECIAL_TOKENS, default_chunk_chars, documents, fim_transform, pack_rows,
+from training.data import (EOT, FIM_PREFIX, HELDOUT_FIM_RATE, SPECIAL_TOKENS, default_chunk_chars, documents, fim_transform, first_chars, pack_rows,
                            split_files, stdlib_files)
 from training.tokenizer import tokenizer_sample, train_tokenizer
 
@@ -56,13 +58,7 @@ def epoch_tensor(tok: Tokenizer, docs: list[str], seq_len: int, seed: int, fim_r
     rng = random.Random(seed)
     order = list(range(len(docs)))
     rng.shuffle(order)
-    if max_chars:
-        total = 0
-        for n, i in enumerate(order):
-            total += len(docs[i])
-            if total >= max_chars:
-                order = order[: n + 1]
-                break
+    order = first_chars(order, docs, max_chars)
     segs = [fim_transform(docs[i], rng, fim_rate=fim_rate, line_rate=line_rate) for i in order]
     rows = pack_rows(encode_docs(tok, segs), [seg[0] == FIM_PREFIX for seg in segs], seq_len,
                      pad=tok.token_to_id(EOT))
@@ -140,7 +136,7 @@ def save(model, tok_path: Path, out: Path, dtype: torch.dtype, meta: dict) -> No
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("training/runs/default"))
-    ap.add_argument("--corpus", choices=["registry", "stdlib"], default="registry",
+    ap.add_argument("--corpus", choices=["registry", "stdlib"], default="stdlib",
                     help="registry: the stdlib and the pinned packages (training.corpus); stdlib: the stdlib alone")
     ap.add_argument("--package-chars", type=int, default=8_000_000,
                     help="registry corpus: at most this many characters of any one package (0: no cap)")
