@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from inference.api import GenerationResult, ModelError, ModelSpec, in_process_engine
-from lsp_server import completion
+from lsp_server import completion, start_up_gc
 from lsp_server.config import Config
 from lsp_server.documents import DocumentStore, window_chars
 from lsp_server.prompt import PromptBuilder
@@ -162,6 +162,7 @@ def _say_what_was_cut(info, plan: completion.Plan, prefix_chars: int, suffix_cha
 
 
 def main(argv: list[str]) -> int:
+    start_up_gc.collect_young_only()  # one completion, then exit (lsp_server.start_up_gc)
     # the worker logs a failed job for the server's log; here the error itself is the one line said
     logging.getLogger("inference").addHandler(logging.NullHandler())
     try:

@@ -14,6 +14,7 @@ from lsprotocol import types
 
 from inference.api import ModelError, ModelInfo, ModelSpec
 from lsp_server.config import Config
+from lsp_server import start_up_gc
 from lsp_server.prompt import PromptBuilder
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,13 @@ def describe_source(source: str | None) -> str:
 
 async def load(server, config: Config, force: bool = False) -> None:
     """(Re)load the model if the options it depends on changed."""
+    try:
+        await _load(server, config, force)
+    finally:
+        start_up_gc.collect_all_again()
+
+
+async def _load(server, config: Config, force: bool) -> None:
     state: ModelState = server.model
     key = config.model_key()
     if key == state.key and not force:

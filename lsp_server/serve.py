@@ -7,6 +7,8 @@ import argparse
 import logging
 import sys
 
+from lsp_server import start_up_gc
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="warning",
                         choices=["error", "warning", "info", "debug"], help="server-side log on stderr")
     args = parser.parse_args(argv)
+    start_up_gc.collect_young_only()  # until the first model load ends (model_state.load)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="infill-ls %(levelname)s %(name)s: %(message)s")
     # pygls dumps whole messages (document text, suggestions) at info/debug: keep it to warnings,

@@ -7,6 +7,7 @@ exactly once, in the negotiated encoding; the pipeline lives in lsp_server.compl
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import itertools
 import logging
@@ -236,6 +237,8 @@ class InfillServer(LanguageServer):
         out["model"]["decode"] = getattr(self.worker, "decode", None) if self.model.ready else None
         out["openDocuments"] = len(self.docs)
         out["positionEncoding"] = self.encoding
+        # young objects only during start-up, then as usual with start-up's objects frozen (start_up_gc)
+        out["garbageCollector"] = {"thresholds": list(gc.get_threshold()), "frozenObjects": gc.get_freeze_count()}
         return out
 
 

@@ -108,8 +108,11 @@ def test_the_readme_command_prints_a_shaped_suggestion_and_raw_shows_the_loop():
     assert shaped.strip() and raw.startswith(shaped)
     assert len(raw) > len(shaped)
     for text, loops in ((shaped, False), (raw, True)):
-        words = text.split()
-        repeats = any(words[i:i + 3] == words[i + 3:i + 6] == words[i + 6:i + 9] for i in range(len(words) - 8))
+        # a loop: a run of 1-3 words, or a whole line, three times in a row
+        words, lines = text.split(), [line.strip() for line in text.splitlines() if line.strip()]
+        repeats = any(words[i:i + n] == words[i + n:i + 2 * n] == words[i + 2 * n:i + 3 * n]
+                      for n in range(1, 4) for i in range(len(words) - 3 * n + 1))
+        repeats |= any(lines[i] == lines[i + 1] == lines[i + 2] for i in range(len(lines) - 2))
         assert repeats is loops, text
 
 

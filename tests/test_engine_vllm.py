@@ -107,22 +107,28 @@ def test_a_cancelled_request_stops_generating_on_vllm(shipped_engine, client, vl
     c, info = client
     server = vllm["server"]
     ids = lm.fim.psm(lm.encode_plain("x = [\n" + "    1,\n" * 20), [])  # greedy runs the whole budget here
-    budget = 400
-    assert len(ids) + budget < info.max_context
-    seen = threading.Event()
+    budget = info.max_context - len(ids) - 8
+    assert budget >= 300, budget
+    # On a loaded machine the tiny model can finish the whole budget between the client seeing its
+    # third token and vLLM reading the abort: that run shows nothing either way, so it is tried again.
+    # A cancel that never stops vLLM finishes on max_tokens every time, and fails below.
+    for attempt in range(3):
+        seen = threading.Event()
 
-    def stop_check(generated):
-        if len(generated) >= 3:
-            seen.set()
-        return False
+        def stop_check(generated):
+            if len(generated) >= 3:
+                seen.set()
+            return False
 
-    before = server.metrics()
-    job = GenerationJob(ids, GenerationParams(max_new_tokens=budget), stop_check=stop_check)
-    future = c.generate(job)
-    assert seen.wait(30), f"no tokens streamed: {future.result(1) if future.done() else 'still waiting'}"
-    c.cancel(job)
-    result = future.result(10)
-    assert result.stop_reason == "cancelled" and len(result.token_ids) < budget
+        before = server.metrics()
+        job = GenerationJob(ids, GenerationParams(max_new_tokens=budget), stop_check=stop_check)
+        future = c.generate(job)
+        assert seen.wait(30), f"no tokens streamed: {future.result(1) if future.done() else 'still waiting'}"
+        c.cancel(job)
+        result = future.result(10)
+        if result.stop_reason == "cancelled" or attempt == 2:
+            break
+    assert result.stop_reason == "cancelled" and len(result.token_ids) < budget, (result.stop_reason, attempt)
     deadline = time.monotonic() + 3.0
     while (now := server.metrics())["requests_running"] > 0 and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -142,3 +142,19 @@ def test_a_small_model_stays_eager_in_the_server_and_a_large_one_would_compile(m
         assert compile_pays(w.lm, {"INFILL_LS_COMPILE_MIN_MB": str(size / 2**20 * 0.99)})
     finally:
         w.shutdown()
+
+
+@pytest.mark.parametrize("model", [None, "/nonexistent/infill-ls-model"], ids=["shipped", "missing"])
+async def test_start_up_collects_young_garbage_only_and_the_first_load_restores_the_collector(model):
+    """`infill-ls serve` starts collecting young objects only (full passes over what importing torch
+    and the LSP stack makes were a fifth of the start-up); the first load's end, ready or failed,
+    freezes start-up's objects out of later passes and restores CPython's thresholds."""
+    from lsp_server.start_up_gc import PYTHON_THRESHOLDS
+    from tests.server_harness import running_server, stats, wait_model
+
+    async with running_server({"model": model} if model else None) as lsp:
+        s = await wait_model(lsp, 120)
+        assert s["model"]["status"] == ("ready" if model is None else "failed"), s["model"]
+        after = (await stats(lsp))["garbageCollector"]
+    assert after["thresholds"] == list(PYTHON_THRESHOLDS)
+    assert after["frozenObjects"] > 50_000, after  # frozen: so start-up had changed it, and the load's end froze

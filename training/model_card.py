@@ -100,17 +100,19 @@ def phase_line(i: int, run: Path) -> str:
 
 def mix_note(runs: list[Path]) -> str:
     """The FIM mix of phases that changed it (--fim-rate, --fim-line-rate; see training.data)."""
-    notes = []
+    phases: dict[tuple[float, float], list[int]] = {}
     for i, run in enumerate(runs):
         a = json.loads((run / "args.json").read_text())
         line_rate, fim_rate = float(a.get("fim_line_rate", 0)), float(a["fim_rate"])
         if line_rate or fim_rate != 0.5:
-            notes.append(f"Phase {i + 1} trains on a different mix: {fim_rate:.0%} of the pieces are infill examples, "
-                         f"{line_rate:.0%} of those cut line-aligned (the middle is a whole line, the rest of a "
-                         "line, or 2..8 lines, ending before a line break: what an editor asks for) and the "
-                         "rest at random characters. The held-out loss is always measured in the StarCoder mix "
-                         "above.")
-    return "\n".join(notes) + ("\n" if notes else "")
+            phases.setdefault((fim_rate, line_rate), []).append(i + 1)
+    return "".join(
+        f"Phase{'s' if len(numbers) > 1 else ''} {' and '.join(map(str, numbers))} train{'' if len(numbers) > 1 else 's'} "
+        f"on a different mix: {fim_rate:.0%} of the pieces are infill examples, "
+        f"{line_rate:.0%} of those cut line-aligned (the middle is a whole line, the rest of a "
+        "line, or 2..8 lines, ending before a line break: what an editor asks for) and the "
+        "rest at random characters. The held-out loss is always measured in the StarCoder mix above.\n"
+        for (fim_rate, line_rate), numbers in phases.items())
 
 
 SPLIT_TITLES = {
@@ -174,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
 A small code model trained by this project (training/) so that `infill-ls` runs with no network and no
 configured model: {state['params'] / 1e6:.1f} M parameters trained for {state['seconds'] / 60:.0f} minutes on two CPU
 cores ({state['tokens'] / 1e6:.1f} M tokens of Python, JavaScript, TypeScript, C, Go, Rust and Lua from
-permissively licensed packages and the Python standard library). On Python packages it never saw: {verdict(q)}
+permissively licensed packages and the Python standard library). Measured on Python packages it never
+saw (the ones infill-ls installs): {verdict(q)[0].lower() + verdict(q)[1:]}
 
 ## Model
 - architecture: GPTBigCode (`GPTBigCodeForCausalLM`), multi-query attention, learned positions,
@@ -189,10 +192,10 @@ permissively licensed packages and the Python standard library). On Python packa
 
 Why this size: measured on this machine (2 threads, bf16 autocast, 8 x 1024 tokens a step): 5.1 M
 parameters (256 wide, 4 layers) trains at 4,844 tokens/s, 9.4 M (320, 6 layers) at 3,842 and 12.7 M
-(384, 6 layers) at 2,609. The two phases this corpus gets (about 90 + 150 minutes) buy 60-70 M tokens at
-the smallest size, about the compute-optimal amount for its 3.1 M non-embedding parameters (some 20
-tokens a parameter), where the larger sizes would stay under-trained; it also keeps decode fast and the
-weights in float32 within the package budget.
+(384, 6 layers) at 2,609. The phases this corpus got ({' + '.join(f"{s['seconds'] / 60:.0f}" for s in states)} minutes) bought
+{state['tokens'] / 1e6:.0f} M tokens at the smallest size, toward the compute-optimal amount for its
+{(state['params'] - cfg['vocab_size'] * cfg['n_embd'] - cfg['n_positions'] * cfg['n_embd']) / 1e6:.1f} M non-embedding parameters (some 20 tokens a parameter), where the larger sizes would stay further
+under-trained; it also keeps decode fast and the weights in float32 within the package budget.
 
 ## Data
 {corpus_section(args0)}
