@@ -192,8 +192,8 @@ async def _suggest(options: dict, typed: str = "") -> tuple[list[str], dict]:
 
 
 def test_an_lsp_session_suggests_the_same_on_llama_server_as_on_the_local_engine(llama_server):
-    local_texts, _ = asyncio.run(_suggest({"dtype": "float32"}, typed="on"))
-    remote_texts, s = asyncio.run(_suggest({"backend": "llama.cpp", "endpoint": llama_server.url}, typed="on"))
+    local_texts, _ = asyncio.run(_suggest({"dtype": "float32"}, typed="xy"))
+    remote_texts, s = asyncio.run(_suggest({"backend": "llama.cpp", "endpoint": llama_server.url}, typed="xy"))
     assert local_texts and remote_texts == local_texts
     runs = [r for rec in s["recentRequests"] for r in rec["runs"]]
     assert runs and s["engine"] == "llama.cpp"
@@ -221,7 +221,7 @@ def test_a_killed_server_gives_empty_answers_and_one_message_then_suggestions_ag
 
     async def session():
         async with running_server({"backend": "llama.cpp", "endpoint": server.url}) as lsp:
-            doc, cursor = await suggest_then_lose_the_engine(lsp, SOURCE + "def main():\n    value = fib\n", "fib",
+            doc, cursor = await suggest_then_lose_the_engine(lsp, SOURCE + "def main():\n    value = fib\n", "value = fib",
                                                              server.stop, "llama.cpp", server.url)
             server.start()
             doc.insert(cursor, "a")

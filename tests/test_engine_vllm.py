@@ -162,9 +162,9 @@ async def _suggest(options: dict, typed: str = "", metrics=None) -> tuple[list[s
 
 def test_an_lsp_session_suggests_the_same_on_vllm_as_on_the_local_engine(vllm):
     server = vllm["server"]
-    local_texts, _, _ = asyncio.run(_suggest({"dtype": "float32"}, typed="on"))
+    local_texts, _, _ = asyncio.run(_suggest({"dtype": "float32"}, typed="xy"))
     options = {"backend": "vllm", "endpoint": server.url, "apiKeyEnv": KEY_ENV}
-    remote_texts, s, readings = asyncio.run(_suggest(options, typed="on", metrics=server.metrics))
+    remote_texts, s, readings = asyncio.run(_suggest(options, typed="xy", metrics=server.metrics))
     assert local_texts and remote_texts == local_texts
     assert s["engine"] == "vllm" and KEY not in str(s)
     # each keystroke: vLLM took all but the last block of the prompt from its prefix cache (its own
@@ -179,9 +179,9 @@ def test_an_lsp_session_suggests_the_same_on_vllm_as_on_the_local_engine(vllm):
 def test_the_text_only_openai_backend_suggests_the_same_through_vllms_openai_route(vllm):
     """backend "openai" (any /v1/completions server: Ollama, LM Studio...) sends the prompt as text and
     reads text back; on vLLM's OpenAI route the suggestions equal the local engine's."""
-    local_texts, _, _ = asyncio.run(_suggest({"dtype": "float32"}, typed="on"))
+    local_texts, _, _ = asyncio.run(_suggest({"dtype": "float32"}, typed="xy"))
     options = {"backend": "openai", "endpoint": vllm["server"].url, "apiKeyEnv": KEY_ENV, "servedModel": SERVED}
-    remote_texts, s, _ = asyncio.run(_suggest(options, typed="on"))
+    remote_texts, s, _ = asyncio.run(_suggest(options, typed="xy"))
     assert local_texts and remote_texts == local_texts and s["engine"] == "openai"
 
 
@@ -233,7 +233,7 @@ def test_a_killed_vllm_gives_empty_answers_and_one_message_then_suggestions_agai
                 server.kill()
                 server.stop()
 
-            doc, cursor = await suggest_then_lose_the_engine(lsp, SOURCE + "def main():\n    value = fib\n", "fib",
+            doc, cursor = await suggest_then_lose_the_engine(lsp, SOURCE + "def main():\n    value = fib\n", "value = fib",
                                                              crash, "vllm", server.url)
             vllm["server"] = await asyncio.to_thread(_start, port)
             doc.insert(cursor, "a")
