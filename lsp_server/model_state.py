@@ -13,8 +13,8 @@ import logging
 from lsprotocol import types
 
 from inference.api import ModelError, ModelInfo, ModelSpec
-from lsp_server.config import Config
 from lsp_server import start_up_gc
+from lsp_server.config import Config
 from lsp_server.prompt import PromptBuilder
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,9 @@
 
 EVAL_JSON: the output of ``python -m training.evaluate <last run>/final``; QUALITY_DIR: one
 ``bench/quality.py --json`` file per split and language, named ``SPLIT-LANG.json`` (``packages-python.json``
-gives the verdict); RUN: the phases' run folders, in order.
+gives the verdict); RUN: the phases' run folders, in order. The card names ``CORPUS.tsv`` beside it,
+which this does not write: ``cp training/corpus_manifest.tsv inference/default_model/CORPUS.tsv``
+(tests/test_default_model.py checks the two are the same).
 """
 
 from __future__ import annotations
