@@ -572,6 +572,14 @@ def typing_summary(label: str, keys: list[Key], peak: float) -> str:
             f"{sum(prefill) / max(len(keys), 1):.1f} | {med([k.generated for k in runs]):.0f} | {peak:.0f} |")
 
 
+def default_model_positions() -> int:
+    """The shipped model's context (config.json's n_positions)."""
+    from inference.checkpoint_config import read_config
+    from inference.loader import DEFAULT_MODEL_DIR
+
+    return int(read_config(DEFAULT_MODEL_DIR)["n_positions"])
+
+
 def typing_part(args) -> list[str]:
     from bench.typing_sessions import build_session
     from inference.gguf_export import export_gguf
@@ -586,9 +594,12 @@ def typing_part(args) -> list[str]:
 
     t0 = time.monotonic()
     gguf = export_gguf(None, args.cache / "default-f32.gguf", "f32")
-    n_batch = 384  # the shipped model has 512 positions: prefix 3/4 + suffix 1/4 of the batch, + n_predict
+    # the whole context is the shipped model's positions; llama-server's /infill fits prefix (3/4) and
+    # suffix (1/4) into one batch, and the batch plus n_predict must fit the context
+    n_ctx = default_model_positions()
+    n_batch = n_ctx - args.llama_n_predict
     for greedy in (False, True):  # a fresh server each: no prompt cache left from the other pass
-        server = LlamaServer(gguf, ["-c", "512", "-np", "1", "-b", str(n_batch), "-ub", str(n_batch),
+        server = LlamaServer(gguf, ["-c", str(n_ctx), "-np", "1", "-b", str(n_batch), "-ub", str(n_batch),
                                     "--cache-reuse", "256", "-t", str(args.threads), "-tb", str(args.threads)])
         try:
             keys = llamavim_replay(session, server, args.llama_n_predict, greedy)

@@ -17,11 +17,12 @@ import torch
 
 from .acceleration import Acceleration, choose
 from .api import ModelError, ModelInfo
+from .blocks import EAGER_LAYOUT_MAX_BYTES, column_major_linears
 from .checkpoint_config import bos_ids, detect_family, eos_token_ids, read_config
 from .fim import FimFormat, fim_format
 from .kv_cache import KVSpec, SessionKV
 from .models import MODEL_CLASSES
-from .quantize import quantize_model
+from .quantize import linear_weight_bytes, quantize_model
 from .tokenizer_files import load_tokenizer
 from .weights import WeightMap, read_checkpoint
 
@@ -190,4 +191,7 @@ def load_model(source=None, device="cpu", dtype="auto", family: str | None = Non
     weights.finish()
     if weights_8bit:
         quantize_model(model)
+    elif not acc.compiled_decode_ops and dev.type == "cpu" and dt == torch.float32 \
+            and linear_weight_bytes(model) <= EAGER_LAYOUT_MAX_BYTES:
+        column_major_linears(model)  # eager decode GEMVs (inference.blocks); a bigger model: not worth the copy
     return LanguageModel(fam, cfg, tokenizer, model, dev, dt, folder, acc, weights="int8" if weights_8bit else None)

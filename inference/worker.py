@@ -207,6 +207,12 @@ class InferenceWorker:
                         prefill_dtype=spec.prefill_dtype, **one_shot)
         # load_model chose what runs (inference.acceleration) and built the model with it; the engine
         # takes its prefill threads and autocast from the same choice
+        acc = getattr(lm, "acceleration", None)
+        stays_eager = acc is not None and acc.compile_in_background and not compile_pays(lm)
+        if stays_eager:
+            from inference.blocks import column_major_linears
+
+            column_major_linears(lm.model)  # fp32: the eager GEMVs' faster layout (before the warm-up)
         engine = engine_factory(lm, kv_budget_bytes=kv_budget_for(lm, spec.kv_budget_bytes),
                                 acceleration=lm.acceleration)
         t1 = time.perf_counter()
@@ -219,8 +225,7 @@ class InferenceWorker:
         log.debug("load: model %.3f s, warm-up %.3f s", t1 - t0, t2 - t1)
         self.engine = engine
         self.lm = lm
-        acc = getattr(lm, "acceleration", None)
-        if acc is not None and acc.compile_in_background and not compile_pays(lm):
+        if stays_eager:
             self.decode = "eager"  # a small model: eager decode is already a few ms a token
             log.info("decode stays eager: %.0f MB of weights, below INFILL_LS_COMPILE_MIN_MB=%g",
                      weight_bytes(lm.model) / 2**20, compile_min_mb())

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from inference import blocks
-from inference.acceleration import choose
+from inference.acceleration import Acceleration, choose
 from inference.engine import Engine, GenerationParams
 from inference.loader import load_model
 from tests import checkpoints as ck
@@ -108,3 +108,36 @@ def test_compiled_bf16_decode_tracks_fp32_like_eager_bf16(tmp_path):
     assert compiled.model.decode_attention.compiled
     err_compiled, err_eager = (lc - lx).abs().max().item(), (le - lx).abs().max().item()
     assert err_compiled <= 2 * err_eager + 1e-3, (err_compiled, err_eager)
+
+
+@pytest.mark.parametrize("make", [ck.make_gpt_bigcode, ck.make_codegen, ck.make_xglm])
+def test_eager_fp32_model_gets_column_major_linears_with_the_same_steps(tmp_path, make):
+    """An fp32 CPU model that decodes eagerly (the suite's INFILL_LS_NO_COMPILE=1, the one-shot CLI)
+    holds each linear weight as the transposed view of a (K, N) contiguous copy (a tied head once, so
+    it is still the embedding); one-token steps give the same logits as the row-major build to fp32
+    rounding and the same greedy tokens. A bf16 model, and one with compiled decode ops, keep the
+    checkpoint's row-major layout."""
+    folder = make(tmp_path / "m", seed=41)
+    lm = load_model(folder, dtype="float32", compile_decode=False)
+    m = lm.model
+    weights = [getattr(ly, n) for ly in m.layers for n in ("qkv_w", "out_w", "fc1_w", "fc2_w")] + [m.head]
+    assert all(w.stride() == (1, w.shape[0]) for w in weights)
+    assert getattr(m, "wte", None) is None or m.head is not m.wte or m.wte.stride() == (1, m.wte.shape[0])
+    ref = load_model(folder, dtype="float32", compile_decode=False)
+    for ly in ref.model.layers:
+        for n in ("qkv_w", "out_w", "fc1_w", "fc2_w"):
+            setattr(ly, n, getattr(ly, n).contiguous())
+    tied = getattr(ref.model, "wte", None) is ref.model.head
+    ref.model.head = ref.model.head.contiguous()
+    if tied:
+        ref.model.wte = ref.model.head
+    assert ref.model.layers[0].fc1_w.is_contiguous()
+    prompt = lm.encode(ck.CODE_TEXT[:200])
+    steps = lm.encode(ck.CODE_TEXT[200:260])[:12]
+    a, b = _step_logits(lm, prompt, steps), _step_logits(ref, prompt, steps)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    params = GenerationParams(max_new_tokens=12)
+    assert Engine(lm).generate(prompt, params).token_ids == Engine(ref).generate(prompt, params).token_ids
+    assert not blocks.column_major_linears(load_model(folder, dtype="bfloat16").model)
+    compiled = load_model(folder, dtype="float32", acceleration=Acceleration(compiled_decode_ops=True))
+    assert compiled.model.layers[0].fc1_w.is_contiguous()
