@@ -185,7 +185,7 @@ def load_model(source=None, device="cpu", dtype="auto", family: str | None = Non
         raise ModelError(f"unknown model family {fam!r} (use one of {', '.join(FAMILIES)})")
     model_class = MODEL_CLASSES[fam]
     config = model_class.Config.from_hf(cfg)  # before any weight is read: a bad config fails naming its key
-    tensors, origin = read_checkpoint(folder)
+    tensors, origin = read_checkpoint(folder, lazy=True)  # each tensor read as the model takes it
     weights = WeightMap(tensors, origin, dt, dev)
     model = model_class(config, weights, acc)
     weights.finish()

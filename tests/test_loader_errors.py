@@ -68,6 +68,34 @@ def test_truncated_safetensors(copy):
     assert "model.safetensors" in msg and "corrupt or truncated" in msg
 
 
+def test_safetensors_tensors_are_read_as_the_model_takes_them_and_a_file_cut_meanwhile_is_named(copy, monkeypatch):
+    """load_model lists a safetensors file's tensors and reads each when the model takes it (the load
+    never holds the whole checkpoint beside the model): every tensor is read exactly once, and a file
+    truncated after it was listed fails with the file named, not with a crash."""
+    from inference import weights
+
+    reads = []
+    original = weights.Stored.load
+    monkeypatch.setattr(weights.Stored, "load", lambda self: reads.append(self.name) or original(self))
+    lm = load_model(copy, dtype="float32", compile_decode=False)
+    stored = load_file(str(copy / "model.safetensors"))
+    assert sorted(reads) == sorted(n for n in stored if not weights.IGNORED.match(n))
+    assert torch.equal(lm.model.wpe, stored["transformer.wpe.weight"])
+
+    path = copy / "model.safetensors"
+
+    def cut_after_listing(self):
+        if not reads:
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        reads.append(self.name)
+        return original(self)
+
+    reads.clear()
+    monkeypatch.setattr(weights.Stored, "load", cut_after_listing)
+    msg = error_of(copy)
+    assert "model.safetensors" in msg and "corrupt or truncated" in msg
+
+
 def test_garbage_bin(copy):
     (copy / "model.safetensors").unlink()
     (copy / "pytorch_model.bin").write_bytes(b"not a pickle at all")

@@ -148,14 +148,14 @@ def test_a_model_file_truncated_or_deleted_while_loading_fails_with_one_message_
     original = getattr(weights, reader)
     hit = []
 
-    def sabotage(path):
+    def sabotage(path, *how):
         hit.append(path)
         if fault == "deleted":
             path.unlink()
         else:
             data = path.read_bytes()
             path.write_bytes(data[: len(data) // 3])
-        return original(path)
+        return original(path, *how)
 
     monkeypatch.setattr(weights, reader, sabotage)
     s = Session(folder)
