@@ -3,6 +3,7 @@
     python bench/quality.py                       # the shipped default model, held-out stdlib files
     python bench/quality.py --model PATH_OR_HUB_ID --tasks 300 --seed 0
     python bench/quality.py --split packages --lang javascript
+    python bench/quality.py --dtype int8 --modes fim-spm  # what 8-bit weights cost (beside a float32 run)
 
 Splits (``--split``; the corpus ones need ``training.corpus`` built, which fetches and caches it):
 
@@ -213,14 +214,14 @@ class ServerPipeline:
     server's engine (inference.api's in-process EngineClient, loaded as the server loads it), greedy,
     with no session. The comparison layouts (psm, prefix) only swap the prompt."""
 
-    def __init__(self, model: str | None, suffix_fraction: float | None = None) -> None:
+    def __init__(self, model: str | None, suffix_fraction: float | None = None, dtype: str = "float32") -> None:
         from inference.api import ModelSpec, in_process_engine
         from lsp_server.config import Config
         from lsp_server.prompt import Budget, PromptBuilder
 
         self.cfg = Config() if suffix_fraction is None else Config(suffix_fraction=suffix_fraction)
         self.engine = in_process_engine()
-        spec = ModelSpec(model, "cpu", "float32", self.cfg.kv_budget_mb * 2**20, self.cfg.prefill_dtype)
+        spec = ModelSpec(model, "cpu", dtype, self.cfg.kv_budget_mb * 2**20, self.cfg.prefill_dtype)
         self.info = self.engine.load(spec).result()
         self.builder = PromptBuilder(self.info)
         self.builder.prepare_healing()
@@ -259,8 +260,8 @@ def repeat_previous_line(task: Task) -> str:
 # -- run ---------------------------------------------------------------------------------------
 
 def run(model: str | None, tasks: list[Task], modes=MODES, progress: bool = False,
-        suffix_fraction: float | None = None) -> dict:
-    pipe = ServerPipeline(model, suffix_fraction)
+        suffix_fraction: float | None = None, dtype: str = "float32") -> dict:
+    pipe = ServerPipeline(model, suffix_fraction, dtype)
     layouts = {"fim-psm": "psm", "fim-spm": "spm", "l2r": "prefix"}
     results: dict[str, dict[str, list[tuple[bool, float]]]] = {m: {"single": [], "multi": []} for m in modes}
     t0 = time.time()
@@ -312,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: the server's default)")
     ap.add_argument("--suffix-fraction", type=float, default=None,
                     help="share of the FIM prompt budget given to the suffix (default: the server's)")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "int8"),
+                    help="the engine's weights (the server's `dtype` option)")
     ap.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
     args = ap.parse_args(argv)
     if args.threads:  # the engine sets its threads from this, as the server's does
@@ -325,10 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
     t0 = time.time()
-    table = run(args.model, tasks, modes, progress=True, suffix_fraction=args.suffix_fraction)
+    table = run(args.model, tasks, modes, progress=True, suffix_fraction=args.suffix_fraction, dtype=args.dtype)
     print(format_table(table))
     print(f"model: {args.model or 'default (inference/default_model)'}; split {args.split}, {args.lang}; seed {args.seed}; "
           f"suffix fraction {args.suffix_fraction if args.suffix_fraction is not None else 'server default'}; "
+          f"dtype {args.dtype}; "
           f"{time.time() - t0:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(table, indent=1))
