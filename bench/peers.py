@@ -5,8 +5,8 @@ Engines (`--parts engine`): for each shape (tiny_starcoder: GPTBigCode MQA 20 x 
 initialisation, seed 0, the shipped model's tokenizer, the embedding rows past it zeroed so they never
 win) is built once into --cache and written as GGUF f32, bf16, q8_0 and q4_0 by infill-ls's exporter
 (inference.gguf_export). Then, on the same random prompt ids and the same thread count: prefill of 512
-and 2000 tokens and greedy decode ms/token after them, for infill-ls (fp32, bf16, and int8 where
-`load_model(..., dtype="int8")` exists) and llama-server (/completion with token ids, cache_prompt
+and 2000 tokens and greedy decode ms/token after them, for infill-ls (fp32 computed in fp32; fp32 as the
+server runs it by default, its long prefills under bf16 autocast; bf16; int8) and llama-server (/completion with token ids, cache_prompt
 off; its own `timings`: prompt_ms and predicted_per_token_ms, and the request's wall time too).
 The engines of one weight format run in alternating rounds in the same minutes (fp32 + f32, bf16 +
 bf16, int8 + q8_0 + q4_0: one group at a time, so the 1B shape fits in memory); each figure is the
@@ -30,9 +30,9 @@ timings.prompt_n (llama-server), prefix-cache queries minus hits from /metrics (
     nice python bench/peers.py --parts typing --keys 40 [--no-vllm]
 
 Needs llama-server built by `bash .ci/llama-server.sh` (and vLLM by `bash .ci/vllm.sh` for its row).
-On 2 cores shared with other work (load 4-10), `--shapes tiny_starcoder` took 16 min (13 of them the
-engine part); starcoderbase-1b has 7x the weights, so budget about that many times tiny's engine part
-on a quiet machine, and about 10 GB of memory (fp32 model + f32 GGUF) for its first group.
+On the quiet 2-core box the engine part took 1.5 min for tiny_starcoder and 8 min for starcoderbase-1b
+(plus about a minute to build its checkpoint and GGUF files once), the typing part under 2 min; the
+1B shape's first group needs about 14 GB of memory (two fp32 models and the f32 GGUF).
 """
 
 from __future__ import annotations
@@ -61,8 +61,12 @@ SHAPES = {
 }
 COMMON_SHAPE = dict(vocab_size=49152, n_positions=8192, multi_query=True, activation_function="gelu_pytorch_tanh")
 # (infill-ls dtype or None, llama.cpp GGUF type) run side by side; a ratio is printed where both exist
-GROUPS = ((("float32",), ("f32",)), (("bfloat16",), ("bf16",)), (("int8",), ("q8_0", "q4_0")))
-SAME_FORMAT = {"f32": "float32", "bf16": "bfloat16", "q8_0": "int8"}  # llama.cpp type -> our dtype for ratios
+# "float32, bf16 prefill": the fp32 model as the server runs it by default (prefillDtype "auto": a long
+# prefill under bf16 autocast on a CPU with bf16 instructions); plain "float32" computes in fp32 throughout
+BF16_PREFILL = "float32, bf16 prefill"
+GROUPS = ((("float32", BF16_PREFILL), ("f32",)), (("bfloat16",), ("bf16",)), (("int8",), ("q8_0", "q4_0")))
+# llama.cpp type -> our dtypes compared with it (ratio rows)
+SAME_FORMAT = {"f32": ("float32", BF16_PREFILL), "bf16": ("bfloat16",), "q8_0": ("int8",), "q4_0": (None,)}
 DEFAULT_CACHE = Path(os.environ.get("INFILL_PEERS_CACHE", "/tmp/infill-bench-peers"))
 LLAMA_DIR = Path(os.environ.get("INFILL_LLAMA_SERVER_DIR", Path.home() / ".cache/infill-ls-ci/llama-server"))
 
@@ -222,23 +226,36 @@ class Member:
     agree: dict[str, list[int]] = field(default_factory=dict)  # prompt name -> greedy tokens
     rss: float = 0.0
     peak: float = 0.0
+    model: object = None  # infill-ls: its LanguageModel
 
 
-def ours_member(folder: Path, dtype: str) -> Member | str:
-    """infill-ls in this process on `dtype`, or the reason it cannot load (int8 before it exists)."""
+def ours_member(folder: Path, dtype: str, members: list[Member]) -> Member | str:
+    """infill-ls in this process on `dtype`, or the reason it cannot load. BF16_PREFILL is a second
+    engine on the group's float32 model (in `members`): the same weights, its long prefills under the
+    server's default bf16 autocast, so it reports that model's memory."""
+    from dataclasses import replace
+
+    from inference.acceleration import prefill_autocast_for
     from inference.engine import Engine, GenerationParams
     from inference.errors import ModelError
     from inference.loader import load_model
 
     gc.collect()
     base_kb = reset_own_peak()
-    try:
-        lm = load_model(str(folder), dtype=dtype, prefill_dtype="model")  # fp32 prefill stays fp32
-    except (ModelError, ValueError, TypeError, NotImplementedError) as e:
-        return f"{type(e).__name__}: {e}"
+    fp32 = next((m for m in members if m.engine == "infill-ls" and m.weights == "float32"), None)
+    if dtype == BF16_PREFILL:
+        if fp32 is None:
+            return "no float32 model in this group to share"
+        lm = fp32.model
+        acc = replace(lm.acceleration, prefill_autocast=prefill_autocast_for(lm.device, lm.dtype, "auto"))
+    else:
+        try:
+            lm = load_model(str(folder), dtype=dtype, prefill_dtype="model")  # fp32 prefill stays fp32
+        except (ModelError, ValueError, TypeError, NotImplementedError) as e:
+            return f"{type(e).__name__}: {e}"
+        acc = lm.acceleration
     lm.eos_token_ids = ()  # random weights: never stop early (llama.cpp: ignore_eos)
-    eng = Engine(lm, kv_budget_bytes=1 << 30, acceleration=lm.acceleration)
-    holder = {"eng": eng, "lm": lm}
+    holder = {"eng": Engine(lm, kv_budget_bytes=1 << 30, acceleration=acc)}
 
     def run(ids: list[int], n: int) -> Run:
         t = time.perf_counter()
@@ -254,7 +271,9 @@ def ours_member(folder: Path, dtype: str) -> Member | str:
     def memory() -> tuple[float, float]:
         return tuple((proc_status_kb("self", key) - base_kb) / 1024 for key in ("VmRSS", "VmHWM"))
 
-    return Member("infill-ls", dtype, run, memory, close)
+    if dtype == BF16_PREFILL:
+        return Member("infill-ls", dtype, run, lambda: (fp32.rss, fp32.peak), close, model=lm)
+    return Member("infill-ls", dtype, run, memory, close, model=lm)
 
 
 def llama_member(gguf: Path, threads: int, ctx: int) -> Member:
@@ -334,7 +353,7 @@ def engine_part(args) -> list[str]:
         for ours, theirs in GROUPS:
             members: list[Member] = []
             for dtype in ours:
-                m = ours_member(folder, dtype)
+                m = ours_member(folder, dtype, members)
                 done[("infill-ls", dtype)] = m
                 if isinstance(m, Member):
                     members.append(m)
@@ -349,6 +368,7 @@ def engine_part(args) -> list[str]:
             finally:
                 for m in members:
                     m.close()
+                    m.model = None
             print(f"  group {'+'.join(ours + theirs)}: {time.monotonic() - t1:.0f} s, load {os.getloadavg()[0]:.2f}",
                   flush=True)
         ref = done[("infill-ls", "float32")]
@@ -374,8 +394,8 @@ def ratio(theirs: float | None, ours: float | None) -> str:
 
 def speed_rows(shape: str, done: dict, timed: dict) -> list[str]:
     rows = []
-    for t in ("f32", "bf16", "q8_0", "q4_0"):
-        ours_dtype = SAME_FORMAT.get(t)
+    pairs = [(t, ours_dtype) for t, ours_dtypes in SAME_FORMAT.items() for ours_dtype in ours_dtypes]
+    for t, ours_dtype in pairs:
         ours, theirs = done.get(("infill-ls", ours_dtype)), done[("llama.cpp", t)]
         label = f"{ours_dtype or '-'} / {t}"
         for name in timed:
