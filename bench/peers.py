@@ -5,9 +5,10 @@ Engines (`--parts engine`): for each shape (tiny_starcoder: GPTBigCode MQA 20 x 
 initialisation, seed 0, the shipped model's tokenizer, the embedding rows past it zeroed so they never
 win) is built once into --cache and written as GGUF f32, bf16, q8_0 and q4_0 by infill-ls's exporter
 (inference.gguf_export). Then, on the same random prompt ids and the same thread count: prefill of 512
-and 2000 tokens and greedy decode ms/token after them, for infill-ls (fp32 computed in fp32; fp32 as the
-server runs it by default, its long prefills under bf16 autocast; bf16; int8) and llama-server (/completion with token ids, cache_prompt
-off; its own `timings`: prompt_ms and predicted_per_token_ms, and the request's wall time too).
+and 2000 tokens and greedy decode ms/token after them, for infill-ls (fp32 computed in fp32; fp32 as
+the server runs it by default, its long prefills under bf16 autocast; bf16; int8) and llama-server
+(/completion with token ids, cache_prompt off; its own `timings`: prompt_ms and predicted_per_token_ms,
+and the request's wall time too).
 The engines of one weight format run in alternating rounds in the same minutes (fp32 + f32, bf16 +
 bf16, int8 + q8_0 + q4_0: one group at a time, so the 1B shape fits in memory); each figure is the
 best of --rounds. Peak memory: infill-ls's RSS delta (peak since its model was loaded minus RSS
@@ -240,15 +241,15 @@ def ours_member(folder: Path, dtype: str, members: list[Member]) -> Member | str
     from inference.errors import ModelError
     from inference.loader import load_model
 
-    gc.collect()
-    base_kb = reset_own_peak()
-    fp32 = next((m for m in members if m.engine == "infill-ls" and m.weights == "float32"), None)
-    if dtype == BF16_PREFILL:
+    if dtype == BF16_PREFILL:  # no load of its own: the float32 member's peak must keep its load
+        fp32 = next((m for m in members if m.engine == "infill-ls" and m.weights == "float32"), None)
         if fp32 is None:
             return "no float32 model in this group to share"
         lm = fp32.model
         acc = replace(lm.acceleration, prefill_autocast=prefill_autocast_for(lm.device, lm.dtype, "auto"))
     else:
+        gc.collect()
+        base_kb = reset_own_peak()
         try:
             lm = load_model(str(folder), dtype=dtype, prefill_dtype="model")  # fp32 prefill stays fp32
         except (ModelError, ValueError, TypeError, NotImplementedError) as e:

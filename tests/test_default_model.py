@@ -83,18 +83,17 @@ def test_lower_precision_weights_keep_the_held_out_loss(lm, dtype):
     if digest != card_value("held-out sample sha256"):
         pytest.skip("this interpreter's stdlib differs from the one the card's sample was taken from")
     low = load_model(None, dtype=dtype, compile_decode=False)
-    losses, same, total = {}, 0, 0
+    nats = {"float32": [], dtype: []}
+    same = total = 0
     with torch.inference_mode():
-        for name, model in (("float32", lm), (dtype, low)):
-            nats = []
-            for row in rows.tolist():
-                logits = model.full_logits(row).float()
-                nats.append(torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(row[1:])))
-                if model is low:
-                    ref = lm.full_logits(row).float()
-                    same += int((logits[:-1].argmax(-1) == ref[:-1].argmax(-1)).sum())
-                    total += len(row) - 1
-            losses[name] = torch.stack(nats).mean().item()
+        for row in rows.tolist():
+            target = torch.tensor(row[1:])
+            ref, got = lm.full_logits(row)[:-1].float(), low.full_logits(row)[:-1].float()
+            nats["float32"].append(torch.nn.functional.cross_entropy(ref, target))
+            nats[dtype].append(torch.nn.functional.cross_entropy(got, target))
+            same += int((got.argmax(-1) == ref.argmax(-1)).sum())
+            total += len(target)
+    losses = {name: torch.stack(values).mean().item() for name, values in nats.items()}
     assert losses["float32"] == pytest.approx(float(card_value("held-out sample loss")), abs=0.01), losses
     assert abs(losses[dtype] - losses["float32"]) <= 0.02, losses
     assert same / total >= 0.95, f"{same}/{total} positions predict float32's token"
